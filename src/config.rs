@@ -1,0 +1,279 @@
+//! Server configuration: one struct, read from the command line or the environment.
+//!
+//! Every field is a `--flag` and a `WSLOOP_...` environment variable (flag wins,
+//! then the variable, then the default). Every default is a named constant below,
+//! with the reason it has that value, so [`Config::default`] and `wsloop --help`
+//! can never disagree.
+
+use std::{
+    net::{SocketAddr, ToSocketAddrs},
+    time::Duration,
+};
+
+use clap::{Args, ValueEnum};
+
+use crate::units::{format_duration, format_size, parse_duration, parse_size};
+
+/// Loopback, port 9001: the port the Autobahn TestSuite and most echo-server
+/// examples use, and not reachable from outside the machine until asked.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
+
+/// Listen backlog. mio's own `bind` uses 128, which overflows (SYN drops, 1 s
+/// client retries) in a connect storm; uSockets uses 512. The kernel caps it
+/// at `net.core.somaxconn` (4096 on current kernels).
+pub const DEFAULT_BACKLOG: u32 = 4096;
+
+/// Open connections before new ones get HTTP 503. Kept under the usual
+/// 20,000-descriptor process limit with room for the listener, the
+/// refusals in flight and the log.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Largest message accepted (reassembled from all its fragments); bigger ones
+/// are answered with close 1009. 16 MiB is the largest payload the Autobahn
+/// TestSuite sends (case 9.1.6), and far below tungstenite's 64 MiB default.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
+
+/// Largest single frame accepted. A frame can never usefully exceed a
+/// message, so the default matches the message limit; the check runs on the
+/// frame header, before a byte of payload is buffered.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
+
+/// Pending output per connection above which the server stops reading from
+/// that connection until the peer drains it (echo flow control). 1 MiB lets a
+/// fast peer keep a deep pipeline while bounding a stalled one.
+pub const DEFAULT_MAX_BACKPRESSURE: usize = 1 << 20;
+
+/// Time allowed from accept to a complete request head (slowloris defence).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection silent this long is closed with 1001; halfway through it is
+/// pinged, so a live peer that simply has nothing to say stays connected.
+/// uWebSockets' default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// On SIGINT/SIGTERM, how long to wait for clients to answer close 1001.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest HTTP request head; a bigger one is answered with 431. Browsers send
+/// well under 2 KiB; 16 KiB leaves room for large cookies.
+pub const MAX_REQUEST_HEAD: usize = 16 << 10;
+
+/// What the server does with the messages it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Send every text or binary message back to its sender, same opcode.
+    Echo,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+        }
+    }
+}
+
+/// Everything the server can be told at start-up.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on, HOST:PORT (port 0 picks a free port; the log says which).
+    #[arg(long, env = "WSLOOP_LISTEN", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
+    pub listen: SocketAddr,
+
+    /// What to do with received messages.
+    #[arg(long, env = "WSLOOP_MODE", value_enum, default_value_t = Mode::Echo)]
+    pub mode: Mode,
+
+    /// Listen backlog (the kernel caps it at net.core.somaxconn).
+    #[arg(long, env = "WSLOOP_BACKLOG", default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u32,
+
+    /// Set SO_REUSEPORT on the listener, so several processes can share the port.
+    #[arg(long, env = "WSLOOP_REUSE_PORT")]
+    pub reuse_port: bool,
+
+    /// Open connections allowed; beyond it new connections get HTTP 503.
+    #[arg(long, env = "WSLOOP_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = parse_positive_count)]
+    pub max_connections: usize,
+
+    /// Largest message accepted, e.g. 16MiB; bigger ones get close 1009.
+    #[arg(long, env = "WSLOOP_MAX_MESSAGE_SIZE", default_value = "16MiB", value_parser = parse_positive_size)]
+    pub max_message_size: usize,
+
+    /// Largest single frame accepted; bigger ones get close 1009.
+    #[arg(long, env = "WSLOOP_MAX_FRAME_SIZE", default_value = "16MiB", value_parser = parse_positive_size)]
+    pub max_frame_size: usize,
+
+    /// Pending output per connection before the server stops reading from it.
+    #[arg(long, env = "WSLOOP_MAX_BACKPRESSURE", default_value = "1MiB", value_parser = parse_positive_size)]
+    pub max_backpressure: usize,
+
+    /// Time allowed to complete the opening handshake, e.g. 10s or 500ms.
+    #[arg(long, env = "WSLOOP_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Close a connection silent this long (pinged halfway); 0 turns it off.
+    #[arg(long, env = "WSLOOP_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// On SIGINT/SIGTERM, time to wait for clients to answer close 1001.
+    #[arg(long, env = "WSLOOP_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Accept only handshakes whose Origin is one of these (repeatable; default: any).
+    #[arg(long = "allowed-origin", env = "WSLOOP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origin: Vec<String>,
+
+    /// Subprotocols to offer, in order of preference (repeatable); the first
+    /// one the client also offers is selected.
+    #[arg(long = "subprotocol", env = "WSLOOP_SUBPROTOCOLS", value_delimiter = ',')]
+    pub subprotocol: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN is a socket address"),
+            mode: Mode::Echo,
+            backlog: DEFAULT_BACKLOG,
+            reuse_port: false,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_backpressure: DEFAULT_MAX_BACKPRESSURE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            allowed_origin: Vec::new(),
+            subprotocol: Vec::new(),
+        }
+    }
+}
+
+/// The longest timeout the loop's millisecond clock can measure: its ticks are
+/// `u32` and compared with wrapping arithmetic, which is exact for spans
+/// under 2^31 ms (24 days).
+const MAX_TIMEOUT: Duration = Duration::from_secs(20 * 24 * 3600);
+
+impl Config {
+    /// Checks the values that no single flag parser can: the relations
+    /// between them and the clock's range. Called before the server starts, so
+    /// that nothing can fail this way inside the event loop.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("--handshake-timeout", self.handshake_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--shutdown-timeout", self.shutdown_timeout),
+        ] {
+            if value > MAX_TIMEOUT {
+                return Err(format!("{name} {} is longer than the 20-day maximum", format_duration(value)));
+            }
+        }
+        if !self.idle_timeout.is_zero() && self.idle_timeout < Duration::from_millis(100) {
+            return Err("--idle-timeout must be 0 (off) or at least 100ms".into());
+        }
+        if self.max_message_size > isize::MAX as usize / 4 {
+            return Err("--max-message-size is too large".into());
+        }
+        Ok(())
+    }
+
+    /// The frame limit actually enforced: a frame larger than the message
+    /// limit could never be accepted anyway.
+    pub fn effective_max_frame_size(&self) -> usize {
+        self.max_frame_size.min(self.max_message_size)
+    }
+
+    /// One line with the limits in force, for the start-up log.
+    pub fn summary(&self) -> String {
+        format!(
+            "mode {}, max-connections {}, max-message-size {}, max-frame-size {}, max-backpressure {}, \
+             handshake-timeout {}, idle-timeout {}, shutdown-timeout {}, backlog {}{}",
+            self.mode.as_str(),
+            self.max_connections,
+            format_size(self.max_message_size),
+            format_size(self.effective_max_frame_size()),
+            format_size(self.max_backpressure),
+            format_duration(self.handshake_timeout),
+            if self.idle_timeout.is_zero() { "off".to_string() } else { format_duration(self.idle_timeout) },
+            format_duration(self.shutdown_timeout),
+            self.backlog,
+            if self.reuse_port { ", reuse-port" } else { "" },
+        )
+    }
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{text:?} resolves to no address")),
+        Err(e) => Err(format!("{text:?} is not HOST:PORT ({e})")),
+    }
+}
+
+fn parse_positive_size(text: &str) -> Result<usize, String> {
+    match parse_size(text)? {
+        0 => Err("must be greater than 0".into()),
+        n => Ok(n),
+    }
+}
+
+fn parse_positive_count(text: &str) -> Result<usize, String> {
+    match crate::units::parse_count(text)? {
+        0 => Err("must be greater than 0".into()),
+        n => usize::try_from(n).map_err(|_| "too large".to_string()),
+    }
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err("must be greater than 0".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    /// The flag defaults and `Config::default()` come from the same constants;
+    /// this pins that they stay the same.
+    #[test]
+    fn clap_defaults_match_default() {
+        // Clear any WSLOOP_ variable the environment might carry into the test.
+        let cli = Cli::try_parse_from(["wsloop"]).expect("defaults parse");
+        let (a, b) = (format!("{:?}", cli.config), format!("{:?}", Config::default()));
+        if std::env::vars().all(|(k, _)| !k.starts_with("WSLOOP_")) {
+            assert_eq!(a, b);
+        }
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Cli::try_parse_from(["wsloop", "--max-message-size", "0"]).is_err());
+        assert!(Cli::try_parse_from(["wsloop", "--listen", "nonsense"]).is_err());
+        assert!(Cli::try_parse_from(["wsloop", "--handshake-timeout", "0"]).is_err());
+        let cli = Cli::try_parse_from(["wsloop", "--idle-timeout", "30d"]);
+        assert!(cli.is_err());
+        let cli = Cli::try_parse_from(["wsloop", "--idle-timeout", "1000h"]).unwrap();
+        assert!(cli.config.validate().is_err());
+    }
+
+    #[test]
+    fn frame_limit_never_exceeds_message_limit() {
+        let config = Config { max_message_size: 1000, max_frame_size: 5000, ..Config::default() };
+        assert_eq!(config.effective_max_frame_size(), 1000);
+    }
+}

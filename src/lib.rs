@@ -1,0 +1,39 @@
+//! # wsloop
+//!
+//! A WebSocket server that holds tens of thousands of connections on one
+//! `mio` event loop, and the pieces its load generator shares with it.
+//!
+//! The layers, from the socket up (the loop knows sockets, the protocol
+//! layer knows frames, the application sees messages):
+//!
+//! - [`server`]: the event loop: poll, dispatch by token, accept, sweep.
+//! - [`connection`]: one connection's state machine (handshaking, open, closing).
+//! - [`handshake`]: the opening handshake: request head, refusals, the 101.
+//! - [`ws`]: tungstenite's configuration and what its errors mean.
+//! - [`handler`]: what the application does with a message (echo).
+//! - [`socket`]: the stream tungstenite reads and writes: shared receive
+//!   buffer, syscall avoidance, pending-output accounting.
+//! - [`listener`]: the socket2 listener; accept-error classification.
+//! - [`token`], [`clock`]: token layout; the loop's coarse clock.
+//! - [`shutdown`]: signals and the stop handle.
+//! - [`metrics`], [`http`], [`config`], [`units`]: counters and histogram;
+//!   HTTP responses; the configuration; parsing `16MiB` and `10s`.
+
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod handler;
+pub mod handshake;
+pub mod http;
+pub mod listener;
+pub mod metrics;
+pub mod server;
+pub mod shutdown;
+pub mod socket;
+pub mod token;
+pub mod units;
+pub mod ws;
+
+pub use config::{Config, Mode};
+pub use server::{Ending, Server, Summary};
+pub use shutdown::StopHandle;

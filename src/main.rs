@@ -1,0 +1,84 @@
+//! `wsloop`: parse the command line, bind, run the loop, report.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing::{error, info, warn};
+use wsloop::{listener, Config, Ending, Server};
+
+/// A WebSocket echo server that holds tens of thousands of connections on one
+/// mio event loop. Every flag can also be set with the environment variable
+/// shown under it.
+#[derive(Parser)]
+#[command(name = "wsloop", version)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    if let Err(message) = cli.config.validate() {
+        // Same shape and exit status (2) as clap's own errors.
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
+    match listener::raise_fd_limit() {
+        Ok(limit) if (limit as usize) < cli.config.max_connections + 64 => warn!(
+            limit,
+            max_connections = cli.config.max_connections,
+            "open-file limit is below --max-connections; raise it (ulimit -n / LimitNOFILE)"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
+
+    let listen = cli.config.listen;
+    let mut server = match Server::bind(cli.config.clone()) {
+        Ok(server) => server,
+        Err(e) => {
+            error!("cannot listen on {listen}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = server.handle_signals() {
+        error!("cannot install signal handlers: {e}");
+        return ExitCode::from(1);
+    }
+    info!("listening on {} ({})", server.local_addr(), cli.config.summary());
+
+    let summary = match server.run() {
+        Ok(summary) => summary,
+        Err(e) => {
+            error!("event loop failed: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let m = &summary.metrics;
+    info!(
+        connections_accepted = m.connections_accepted,
+        refused = m.refused_total(),
+        messages_in = m.messages_in,
+        messages_out = m.messages_out,
+        dropped_at_exit = summary.dropped,
+        "shutdown complete"
+    );
+    match summary.ended_by {
+        Ending::Graceful => ExitCode::SUCCESS,
+        // The conventional status of a process ended by a signal.
+        Ending::Immediate(signal) => ExitCode::from(128 + signal.unwrap_or(2).clamp(1, 127) as u8),
+    }
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}

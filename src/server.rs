@@ -1,0 +1,423 @@
+//! The event loop: poll, dispatch by token, serve, then housekeeping.
+//!
+//! One [`Server`] is one `mio::Poll` loop on one thread. It owns its listener,
+//! its connections (in a `Slab` whose key is the connection's token, see
+//! [`crate::token`]) and its metrics, so several can run side by side, one per
+//! core, on `SO_REUSEPORT` listeners. The loop knows sockets and tokens; what
+//! a connection does with its bytes is [`crate::connection`]'s business.
+//!
+//! Each iteration:
+//! 1. `poll` until an event or the next timer (sweep, accept retry,
+//!    shutdown deadline); read the clock once.
+//! 2. Dispatch every event: connection events are served at once; the
+//!    listener's is noted and accepted after the batch (below).
+//! 3. Serve again the connections that yielded for fairness.
+//! 4. Accept. Doing it after the batch means a slab key freed in this batch
+//!    cannot be reused before the batch is over, so a stale event still in
+//!    the batch can never reach a new connection that got the same key.
+//! 5. Housekeeping: the periodic sweep (timeouts, idle pings), shutdown
+//!    progress.
+
+use std::{io, net::SocketAddr, time::Duration};
+
+use mio::{event::Event, net::TcpListener, Events, Interest, Poll, Token};
+use slab::Slab;
+use tracing::{debug, error, info, warn};
+use tungstenite::protocol::WebSocketConfig;
+
+use crate::{
+    clock::{self, Clock, Tick},
+    config::Config,
+    connection::{Connection, Context, Readiness, Step, CLOSE_GRACE},
+    handshake::{Policy, Refusal},
+    listener,
+    metrics::Metrics,
+    shutdown::{Request, ShutdownSignals, StopHandle},
+    socket::{RecvBuf, Socket},
+    token, ws,
+};
+
+/// Size of the loop's shared receive buffer: one `recv` takes up to this
+/// much, whatever the connection (uWebSockets uses 512 KiB per loop).
+pub const RECV_BUFFER_SIZE: usize = 256 << 10;
+
+/// Events taken from epoll per wakeup.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// How long accepting pauses after the process ran out of descriptors: long
+/// enough not to spin, short enough to recover quickly once some close.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Refused connections (HTTP 503 at the limit, 400s) still lingering; past
+/// this, a connection over the limit is closed without a response.
+const MAX_REFUSALS_IN_FLIGHT: usize = 1024;
+
+/// What a finished run did, for the shutdown log and the exit code.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Why the loop ended.
+    pub ended_by: Ending,
+    /// Connections still open when the loop ended (0 after a clean drain).
+    pub dropped: usize,
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every connection closed within the shutdown timeout, or the timeout passed.
+    Graceful,
+    /// A second stop request (or signal, with its number) cut the shutdown short.
+    Immediate(Option<i32>),
+}
+
+/// Everything a connection may use during a call (see [`Context`]).
+struct Shared {
+    config: Config,
+    ws_config: WebSocketConfig,
+    policy: Policy,
+    metrics: Metrics,
+    rx: RecvBuf,
+    clock: Clock,
+}
+
+impl Shared {
+    fn context<'a>(&'a mut self, registry: &'a mio::Registry) -> Context<'a> {
+        Context {
+            registry,
+            config: &self.config,
+            ws_config: &self.ws_config,
+            policy: &self.policy,
+            metrics: &mut self.metrics,
+            rx: &mut self.rx,
+            now: self.clock.now(),
+            now_instant: self.clock.now_instant(),
+        }
+    }
+}
+
+pub struct Server {
+    poll: Poll,
+    /// `None` once shutting down: no more accepts.
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    connections: Slab<Connection>,
+    shared: Shared,
+    signals: Option<ShutdownSignals>,
+    stop: StopHandle,
+    /// Connections to serve again before the next poll (they yielded).
+    again: Vec<usize>,
+    /// Accepting is paused until then (out of descriptors).
+    accept_paused_until: Option<Tick>,
+    next_sweep: Tick,
+    sweep_every: u32,
+    /// Set once shutting down: when to give up on the stragglers.
+    shutdown_deadline: Option<Tick>,
+    ending: Option<Ending>,
+}
+
+impl Server {
+    /// Binds the listener `config` asks for and builds the loop around it.
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let options = listener::ListenOptions { backlog: config.backlog, reuse_port: config.reuse_port };
+        let listener = listener::bind(config.listen, options)?;
+        Server::new(listener, config)
+    }
+
+    /// Builds the loop around an already bound, non-blocking listener.
+    pub fn new(mut listener: TcpListener, config: Config) -> io::Result<Server> {
+        config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, token::LISTENER, Interest::READABLE)?;
+        let stop = StopHandle::new(poll.registry())?;
+        let local_addr = listener.local_addr()?;
+        let sweep_every = sweep_interval(&config);
+        let clock = Clock::new();
+        let ws_config = ws::websocket_config(&config);
+        let policy =
+            Policy { allowed_origins: config.allowed_origin.clone(), subprotocols: config.subprotocol.clone() };
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            connections: Slab::with_capacity(1024),
+            shared: Shared {
+                config,
+                ws_config,
+                policy,
+                metrics: Metrics::default(),
+                rx: RecvBuf::with_capacity(RECV_BUFFER_SIZE),
+                clock,
+            },
+            signals: None,
+            stop,
+            again: Vec::new(),
+            accept_paused_until: None,
+            next_sweep: sweep_every,
+            sweep_every,
+            shutdown_deadline: None,
+            ending: None,
+        })
+    }
+
+    /// The address actually bound (the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Makes SIGINT/SIGTERM stop this loop (first: graceful, second: at once).
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        self.signals = Some(ShutdownSignals::register(self.poll.registry())?);
+        Ok(())
+    }
+
+    /// A handle to stop the loop from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// The loop's figures so far.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Runs until shut down.
+    pub fn run(&mut self) -> io::Result<Summary> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        while self.ending.is_none() {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.shared.clock.update();
+
+            let mut listener_ready = false;
+            for event in events.iter() {
+                match event.token() {
+                    token::LISTENER => listener_ready = true,
+                    token::SIGNALS => {
+                        let request = self.signals.as_mut().and_then(ShutdownSignals::take_request);
+                        self.on_request(request);
+                    }
+                    token::WAKER => {
+                        let request = self.stop.take_request();
+                        self.on_request(request);
+                    }
+                    token => self.on_connection_event(token, event),
+                }
+            }
+            if self.ending.is_some() {
+                break;
+            }
+            self.serve_again();
+            if listener_ready || self.accept_pause_over() {
+                self.accept();
+            }
+            self.housekeeping();
+        }
+        Ok(self.summary())
+    }
+
+    fn on_connection_event(&mut self, token: Token, event: &Event) {
+        let Some(key) = token::connection_key(token) else { return };
+        let Some(connection) = self.connections.get_mut(key) else {
+            // Closed earlier in this batch; readiness is only a hint anyway.
+            debug!(?token, "event for a connection that is gone");
+            return;
+        };
+        let ready = Readiness {
+            readable: event.is_readable() || event.is_read_closed() || event.is_error(),
+            writable: event.is_writable() || event.is_write_closed() || event.is_error(),
+            read_closed: event.is_read_closed(),
+        };
+        let step = connection.on_ready(token, ready, &mut self.shared.context(self.poll.registry()));
+        self.apply(key, step);
+    }
+
+    fn apply(&mut self, key: usize, step: Step) {
+        match step {
+            Step::Keep => {}
+            Step::Again => self.again.push(key),
+            Step::Remove => self.remove(key),
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        if let Some(mut connection) = self.connections.try_remove(key) {
+            connection.on_remove(&mut self.shared.metrics);
+            // Dropping closes the socket, which also removes it from epoll.
+            drop(connection);
+            if self.accept_paused_until.is_some() {
+                // A descriptor was freed: accepting may work again.
+                self.accept_paused_until = Some(self.shared.clock.now());
+            }
+        }
+    }
+
+    fn serve_again(&mut self) {
+        if self.again.is_empty() {
+            return;
+        }
+        for key in std::mem::take(&mut self.again) {
+            let token = token::for_connection(key);
+            let Some(connection) = self.connections.get_mut(key) else { continue };
+            let step = connection.on_ready(token, Readiness::default(), &mut self.shared.context(self.poll.registry()));
+            self.apply(key, step);
+        }
+    }
+
+    fn accept_pause_over(&self) -> bool {
+        self.accept_paused_until.is_some_and(|until| clock::is_past(until, self.shared.clock.now()))
+    }
+
+    /// Accepts until `WouldBlock` (the listener is edge-triggered).
+    fn accept(&mut self) {
+        self.accept_paused_until = None;
+        loop {
+            let Some(listener) = &self.listener else { return };
+            let (stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if listener::is_per_connection(&e) => continue,
+                Err(e) => {
+                    if listener::is_resource_exhaustion(&e) {
+                        self.shared.metrics.accept_errors += 1;
+                        warn!(error = %e, "cannot accept: out of descriptors or memory; pausing accepts");
+                    } else {
+                        error!(error = %e, "accept failed; pausing accepts");
+                    }
+                    let now = self.shared.clock.now();
+                    self.accept_paused_until = Some(now.wrapping_add(clock::ticks(ACCEPT_PAUSE)));
+                    return;
+                }
+            };
+            // Latency matters more than segment count for small messages.
+            let _ = stream.set_nodelay(true);
+            let over_limit = self.shared.metrics.connections_open >= self.shared.config.max_connections as u64;
+            let refusals_in_flight = self.connections.len() - self.shared.metrics.connections_open as usize;
+            if over_limit && refusals_in_flight >= MAX_REFUSALS_IN_FLIGHT {
+                self.shared.metrics.count_refusal(crate::handshake::RefusalKind::TooManyConnections);
+                debug!(%peer, "refused: connection limit, no room to send 503");
+                continue;
+            }
+            let entry = self.connections.vacant_entry();
+            let key = entry.key();
+            let token = token::for_connection(key);
+            let mut socket = Socket::new(stream);
+            if let Err(e) = self.poll.registry().register(socket.stream_mut(), token, Interest::READABLE) {
+                error!(%peer, error = %e, "cannot register accepted connection");
+                continue;
+            }
+            let mut cx = self.shared.context(self.poll.registry());
+            if over_limit {
+                let refusal = Refusal::too_many_connections();
+                info!(%peer, status = 503, reason = refusal.response.reason(), "refused connection");
+                cx.metrics.count_refusal(refusal.kind);
+                entry.insert(Connection::refused(socket, &refusal, &mut cx));
+                // Send the 503 now: the client may not send anything to wake us.
+                let ready = Readiness { readable: true, writable: true, read_closed: false };
+                let step = self.connections[key].on_ready(token, ready, &mut self.shared.context(self.poll.registry()));
+                self.apply(key, step);
+            } else {
+                entry.insert(Connection::accepted(socket, &mut cx));
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = self.shared.clock.now();
+        if clock::is_past(self.next_sweep, now) {
+            self.next_sweep = now.wrapping_add(self.sweep_every);
+            self.sweep();
+        }
+        if let Some(deadline) = self.shutdown_deadline {
+            if self.connections.is_empty() || clock::is_past(deadline, now) {
+                self.ending = Some(Ending::Graceful);
+            }
+        }
+    }
+
+    /// Timeouts for every connection: a few comparisons each, every
+    /// `sweep_every` ms, instead of a timer per connection.
+    fn sweep(&mut self) {
+        let mut finished = Vec::new();
+        let mut cx = self.shared.context(self.poll.registry());
+        for (key, connection) in self.connections.iter_mut() {
+            if connection.on_tick(token::for_connection(key), &mut cx) == Step::Remove {
+                finished.push(key);
+            }
+        }
+        for key in finished {
+            self.remove(key);
+        }
+    }
+
+    fn on_request(&mut self, request: Option<Request>) {
+        match request {
+            None => {}
+            Some(Request::Graceful) if self.shutdown_deadline.is_none() => self.begin_shutdown(),
+            Some(Request::Graceful) => self.ending = Some(Ending::Immediate(None)),
+            Some(Request::Immediate(signal)) => self.ending = Some(Ending::Immediate(signal)),
+        }
+    }
+
+    /// Stops accepting and sends close 1001 to every open connection.
+    fn begin_shutdown(&mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.accept_paused_until = None;
+        let now = self.shared.clock.now();
+        let deadline = now.wrapping_add(clock::ticks(self.shared.config.shutdown_timeout));
+        self.shutdown_deadline = Some(deadline);
+        info!(
+            connections = self.connections.len(),
+            timeout_ms = clock::ticks(self.shared.config.shutdown_timeout),
+            "shutting down: no more accepts, closing every connection with 1001"
+        );
+        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let token = token::for_connection(key);
+            let step =
+                self.connections[key].on_shutdown(token, deadline, &mut self.shared.context(self.poll.registry()));
+            self.apply(key, step);
+        }
+        self.housekeeping();
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        if !self.again.is_empty() {
+            return Duration::ZERO;
+        }
+        let now = self.shared.clock.now();
+        let until = |deadline: Tick| if clock::is_past(deadline, now) { 0 } else { clock::elapsed(now, deadline) };
+        let mut wait = until(self.next_sweep).min(self.sweep_every);
+        if let Some(paused_until) = self.accept_paused_until {
+            wait = wait.min(until(paused_until));
+        }
+        if let Some(deadline) = self.shutdown_deadline {
+            wait = wait.min(until(deadline));
+        }
+        Duration::from_millis(u64::from(wait))
+    }
+
+    fn summary(&mut self) -> Summary {
+        let dropped = self.connections.len();
+        for key in self.connections.iter().map(|(key, _)| key).collect::<Vec<_>>() {
+            self.remove(key);
+        }
+        Summary { ended_by: self.ending.unwrap_or(Ending::Graceful), dropped, metrics: self.shared.metrics.clone() }
+    }
+}
+
+/// How often the sweep runs: a quarter of the shortest timeout it enforces,
+/// between 50 ms and 1 s. With the defaults (2 s close grace) that is 500 ms.
+fn sweep_interval(config: &Config) -> u32 {
+    let mut shortest = config.handshake_timeout.min(CLOSE_GRACE);
+    if !config.idle_timeout.is_zero() {
+        shortest = shortest.min(config.idle_timeout / 2);
+    }
+    (clock::ticks(shortest) / 4).clamp(50, 1000)
+}

@@ -1,0 +1,44 @@
+//! The loop's `mio::Token` space: reserved tokens, then one per slab key.
+//!
+//! Connection tokens are the slab key plus [`FIRST_CONNECTION`], so the
+//! mapping lives here and nowhere else.
+
+use mio::Token;
+
+/// The listening socket.
+pub const LISTENER: Token = Token(0);
+/// The signal pipe (SIGINT/SIGTERM), see [`crate::shutdown`].
+pub const SIGNALS: Token = Token(1);
+/// The waker of [`crate::shutdown::StopHandle`].
+pub const WAKER: Token = Token(2);
+/// The first token handed to a connection.
+const FIRST_CONNECTION: usize = 3;
+
+/// The token a connection stored under slab key `key` is registered with.
+pub fn for_connection(key: usize) -> Token {
+    Token(key + FIRST_CONNECTION)
+}
+
+/// The slab key of a connection token, or `None` for a reserved token.
+pub fn connection_key(token: Token) -> Option<usize> {
+    token.0.checked_sub(FIRST_CONNECTION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_never_collide_with_reserved_tokens() {
+        for key in [0, 1, 77, usize::MAX - FIRST_CONNECTION] {
+            let token = for_connection(key);
+            assert_ne!(token, LISTENER);
+            assert_ne!(token, SIGNALS);
+            assert_ne!(token, WAKER);
+            assert_eq!(connection_key(token), Some(key));
+        }
+        assert_eq!(connection_key(LISTENER), None);
+        assert_eq!(connection_key(SIGNALS), None);
+        assert_eq!(connection_key(WAKER), None);
+    }
+}

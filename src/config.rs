@@ -125,8 +125,8 @@ pub struct Config {
     #[arg(long = "allowed-origin", env = "WSLOOP_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origin: Vec<String>,
 
-    /// Subprotocols to offer, in order of preference (repeatable); the first
-    /// one the client also offers is selected.
+    /// Subprotocols the server speaks (repeatable); of those the client
+    /// offers, its first choice that is on this list is selected.
     #[arg(long = "subprotocol", env = "WSLOOP_SUBPROTOCOLS", value_delimiter = ',')]
     pub subprotocol: Vec<String>,
 }

@@ -343,86 +343,38 @@ impl Connection {
     }
 
     /// The hot path: read every message the socket has, hand each to the
-    /// application, queue the replies, and flush once.
+    /// application, queue the replies, and flush once per batch.
     fn drive_open(&mut self, cx: &mut Context<'_>) -> Step {
         let State::Open(ws) = &mut self.state else { return Step::Remove };
         let limit = cx.config.max_backpressure;
-        let mut outcome = None;
 
         // Output left from an earlier wakeup goes first: if this is the
         // WRITABLE that drains it, reading can resume below.
-        if ws.get_ref().pending_output() > 0 {
-            outcome = flush(ws);
-        }
+        let mut outcome = if ws.get_ref().pending_output() > 0 { flush(ws) } else { None };
 
-        let mut queued = ws.get_ref().pending_output();
-        let mut served = 0u64;
-        while outcome.is_none() && queued <= limit {
-            let message = match ws.read() {
-                Ok(message) => message,
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    outcome = Some(ws::classify(e));
-                    break;
-                }
-            };
-            let frames = &mut cx.metrics.frames_in;
-            match &message {
-                Message::Text(text) => {
-                    frames.text += 1;
-                    cx.metrics.bytes_in += text.len() as u64;
-                }
-                Message::Binary(data) => {
-                    frames.binary += 1;
-                    cx.metrics.bytes_in += data.len() as u64;
-                }
-                Message::Ping(_) => {
-                    frames.ping += 1;
-                    continue;
-                }
-                Message::Pong(_) => {
-                    frames.pong += 1;
-                    continue;
-                }
-                Message::Close(frame) => {
-                    frames.close += 1;
-                    if self.close_code == 0 {
-                        self.close_code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
-                    }
-                    // tungstenite has queued the reply; the next read flushes
-                    // it and reports ConnectionClosed.
-                    continue;
-                }
-                Message::Frame(_) => continue,
-            }
-            cx.metrics.messages_in += 1;
-            if let Reply::Send(reply) = handler::on_message(cx.config.mode, message) {
-                let len = reply.len();
-                match ws.write(reply) {
-                    Ok(()) => {}
-                    // Queued; only the flush that write() attempted blocked.
-                    Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => {
-                        outcome = Some(ws::classify(e));
-                        break;
-                    }
-                }
-                queued += len + FRAME_HEADER_MAX;
-                served += 1;
-                cx.metrics.messages_out += 1;
-                cx.metrics.bytes_out += len as u64;
+        // Read and reply until the socket is drained, corking the replies;
+        // flush when it is drained or when the replies queued in this batch
+        // pass the backpressure limit. If that flush empties the output,
+        // read on: the input left behind raises no new edge.
+        let mut served = 0;
+        while outcome.is_none() {
+            let batch = read_batch(ws, limit, &mut self.close_code, cx);
+            served += batch.served;
+            outcome = batch.error.or_else(|| flush(ws));
+            if outcome.is_some() || !batch.output_full || ws.get_ref().pending_output() > limit {
+                break;
             }
         }
 
-        if outcome.is_none() {
-            outcome = flush(ws);
-        }
         let socket = ws.get_ref();
         if served > 0 && socket.pending_output() == 0 {
             let nanos = cx.now_instant.elapsed().as_nanos();
             cx.metrics.record_latency(u64::try_from(nanos).unwrap_or(u64::MAX), served);
         }
-
+        let pending = socket.pending_output() as u64;
+        if pending > cx.metrics.pending_output_peak {
+            cx.metrics.pending_output_peak = pending;
+        }
         match outcome {
             None => {
                 if socket.pending_output() > limit {
@@ -576,6 +528,84 @@ impl Connection {
             }
         }
         Step::Keep
+    }
+}
+
+/// What one [`read_batch`] did.
+struct Batch {
+    /// Replies queued.
+    served: u64,
+    /// It stopped because the queued replies passed the backpressure limit
+    /// (not because the input ran out).
+    output_full: bool,
+    error: Option<Disposition>,
+}
+
+/// Reads messages until the input runs out or the replies queued (plus the
+/// output already pending) pass `limit`, and queues the application's
+/// replies without flushing them.
+fn read_batch(ws: &mut WebSocket<Socket>, limit: usize, close_code: &mut u16, cx: &mut Context<'_>) -> Batch {
+    let mut queued = ws.get_ref().pending_output();
+    let mut batch = Batch { served: 0, output_full: false, error: None };
+    loop {
+        if queued > limit {
+            batch.output_full = true;
+            return batch;
+        }
+        let message = match ws.read() {
+            Ok(message) => message,
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return batch,
+            Err(e) => {
+                batch.error = Some(ws::classify(e));
+                return batch;
+            }
+        };
+        let frames = &mut cx.metrics.frames_in;
+        match &message {
+            Message::Text(text) => {
+                frames.text += 1;
+                cx.metrics.bytes_in += text.len() as u64;
+            }
+            Message::Binary(data) => {
+                frames.binary += 1;
+                cx.metrics.bytes_in += data.len() as u64;
+            }
+            Message::Ping(_) => {
+                frames.ping += 1;
+                continue;
+            }
+            Message::Pong(_) => {
+                frames.pong += 1;
+                continue;
+            }
+            Message::Close(frame) => {
+                frames.close += 1;
+                if *close_code == 0 {
+                    *close_code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
+                }
+                // tungstenite has queued the reply; the next read flushes it
+                // and reports ConnectionClosed.
+                continue;
+            }
+            Message::Frame(_) => continue,
+        }
+        cx.metrics.messages_in += 1;
+        if let Reply::Send(reply) = handler::on_message(cx.config.mode, message) {
+            let len = reply.len();
+            match ws.write(reply) {
+                Ok(()) => {}
+                // Queued; only the flush that write() attempted (after a pong) blocked.
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    batch.error = Some(ws::classify(e));
+                    return batch;
+                }
+            }
+            queued += len + FRAME_HEADER_MAX;
+            batch.served += 1;
+            cx.metrics.messages_out += 1;
+            cx.metrics.bytes_out += len as u64;
+        }
     }
 }
 

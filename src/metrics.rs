@@ -58,6 +58,9 @@ pub struct Metrics {
     pub frames_in: FrameCounts,
     /// Times a connection's pending output passed `--max-backpressure` (reading paused).
     pub backpressure_events: u64,
+    /// The most output any one connection has had pending after a flush: by
+    /// design at most `--max-backpressure` plus one maximal reply.
+    pub pending_output_peak: u64,
     /// Connections closed for staying over the backpressure limit too long.
     pub slow_consumer_closes: u64,
     /// Connections closed by the idle timeout.
@@ -82,6 +85,7 @@ impl Default for Metrics {
             bytes_out: 0,
             frames_in: FrameCounts::default(),
             backpressure_events: 0,
+            pending_output_peak: 0,
             slow_consumer_closes: 0,
             idle_closes: 0,
             latency: Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("valid histogram bounds"),
@@ -132,6 +136,7 @@ impl Metrics {
         self.bytes_out += other.bytes_out;
         self.frames_in.merge(&other.frames_in);
         self.backpressure_events += other.backpressure_events;
+        self.pending_output_peak = self.pending_output_peak.max(other.pending_output_peak);
         self.slow_consumer_closes += other.slow_consumer_closes;
         self.idle_closes += other.idle_closes;
         // Same bounds on both sides, so adding cannot fail.

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The project's test command (the README's, and what CI runs): every unit and
+# integration test, then the Autobahn TestSuite conformance run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --all-targets
+scripts/autobahn.sh

@@ -54,6 +54,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// On SIGINT/SIGTERM, how long to wait for clients to answer close 1001.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the headline figures are logged: often enough to watch a
+/// run, rarely enough not to flood a log kept for weeks.
+pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Largest HTTP request head; a bigger one is answered with 431. Browsers send
 /// well under 2 KiB; 16 KiB leaves room for large cookies.
 pub const MAX_REQUEST_HEAD: usize = 16 << 10;
@@ -129,6 +133,25 @@ pub struct Config {
     /// offers, its first choice that is on this list is selected.
     #[arg(long = "subprotocol", env = "WSLOOP_SUBPROTOCOLS", value_delimiter = ',')]
     pub subprotocol: Vec<String>,
+
+    /// Also serve /metrics and /stats on this address (HOST:PORT), e.g. one
+    /// kept private while the main port is public.
+    #[arg(long, env = "WSLOOP_METRICS_LISTEN", value_parser = parse_listen)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Do not serve the monitor page, /stats or /metrics on the main port
+    /// (they stay on --metrics-listen, if given).
+    #[arg(long, env = "WSLOOP_NO_HTTP_PAGES")]
+    pub no_http_pages: bool,
+
+    /// Do not measure per-message service latency (saves two clock reads per
+    /// wakeup that carries messages).
+    #[arg(long, env = "WSLOOP_NO_LATENCY")]
+    pub no_latency: bool,
+
+    /// Log one line of headline figures this often; 0 turns it off.
+    #[arg(long, env = "WSLOOP_STATS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub stats_interval: Duration,
 }
 
 impl Default for Config {
@@ -147,6 +170,10 @@ impl Default for Config {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             allowed_origin: Vec::new(),
             subprotocol: Vec::new(),
+            metrics_listen: None,
+            no_http_pages: false,
+            no_latency: false,
+            stats_interval: DEFAULT_STATS_INTERVAL,
         }
     }
 }
@@ -165,6 +192,7 @@ impl Config {
             ("--handshake-timeout", self.handshake_timeout),
             ("--idle-timeout", self.idle_timeout),
             ("--shutdown-timeout", self.shutdown_timeout),
+            ("--stats-interval", self.stats_interval),
         ] {
             if value > MAX_TIMEOUT {
                 return Err(format!("{name} {} is longer than the 20-day maximum", format_duration(value)));
@@ -173,8 +201,10 @@ impl Config {
         if !self.idle_timeout.is_zero() && self.idle_timeout < Duration::from_millis(100) {
             return Err("--idle-timeout must be 0 (off) or at least 100ms".into());
         }
-        if self.max_message_size > isize::MAX as usize / 4 {
-            return Err("--max-message-size is too large".into());
+        // Pending output (at most the backpressure limit plus one message) is
+        // counted in a u32 per connection.
+        if self.max_message_size > 1 << 30 || self.max_backpressure > 1 << 30 {
+            return Err("--max-message-size and --max-backpressure must be at most 1GiB".into());
         }
         Ok(())
     }
@@ -200,7 +230,8 @@ impl Config {
             format_duration(self.shutdown_timeout),
             self.backlog,
             if self.reuse_port { ", reuse-port" } else { "" },
-        )
+        ) + if self.no_latency { ", no-latency" } else { "" }
+            + if self.no_http_pages { ", no-http-pages" } else { "" }
     }
 }
 

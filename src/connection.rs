@@ -14,6 +14,7 @@
 
 use std::{
     io,
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
@@ -29,7 +30,9 @@ use crate::{
     config::Config,
     handler::{self, Reply},
     handshake::{Failure, Handshake, Policy, Progress, Refusal},
+    http::Routes,
     metrics::Metrics,
+    pages,
     socket::{RecvBuf, Socket},
     ws::{self, Disposition},
 };
@@ -60,6 +63,9 @@ pub struct Context<'a> {
     /// The loop clock at this wakeup.
     pub now: Tick,
     pub now_instant: Instant,
+    /// When the server started, and where it listens (for the pages).
+    pub started: Instant,
+    pub listen: SocketAddr,
 }
 
 /// A readiness event, as the connection sees it.
@@ -116,6 +122,8 @@ const PING_SENT: u8 = 1;
 const BACKPRESSURED: u8 = 2;
 /// Counted in `connections_open` (refusals are not).
 const COUNTED_OPEN: u8 = 4;
+/// Accepted on the `--metrics-listen` address: /metrics and /stats only.
+const METRICS_ONLY: u8 = 8;
 
 pub struct Connection {
     state: State,
@@ -128,6 +136,12 @@ pub struct Connection {
     /// The close code to count when the connection is removed: the peer's
     /// when it closed first, ours when we did; 0 if none was exchanged (1006).
     close_code: u16,
+    /// Pending output last added to the loop's `pending_output_bytes` gauge.
+    reported_pending: u32,
+    /// Replies served whose output the kernel has not taken yet: their
+    /// latency is recorded when it has, measured from `unrecorded_since`.
+    unrecorded: u32,
+    unrecorded_since: Tick,
     /// The interest registered with epoll, so it is changed only when it must be.
     interest: Interest,
     flags: u8,
@@ -135,7 +149,8 @@ pub struct Connection {
 
 impl Connection {
     /// A freshly accepted connection, registered for READABLE.
-    pub fn accepted(socket: Socket, cx: &mut Context<'_>) -> Self {
+    /// `metrics_only`: it came in on `--metrics-listen`.
+    pub fn accepted(socket: Socket, metrics_only: bool, cx: &mut Context<'_>) -> Self {
         cx.metrics.connections_accepted += 1;
         cx.metrics.connections_open += 1;
         Connection {
@@ -144,20 +159,27 @@ impl Connection {
             deadline: cx.now.wrapping_add(clock::ticks(cx.config.handshake_timeout)),
             backpressure_since: 0,
             close_code: 0,
+            reported_pending: 0,
+            unrecorded: 0,
+            unrecorded_since: 0,
             interest: Interest::READABLE,
-            flags: COUNTED_OPEN,
+            flags: COUNTED_OPEN | if metrics_only { METRICS_ONLY } else { 0 },
         }
     }
 
     /// A connection over `--max-connections`: it is sent `refusal` and lingers
     /// briefly; it is not counted as open.
     pub fn refused(socket: Socket, refusal: &Refusal, cx: &mut Context<'_>) -> Self {
+        cx.metrics.connections_accepted += 1;
         Connection {
             state: State::Handshaking(Box::new(Handshake::refuse_now(socket, refusal))),
             last_seen: cx.now,
             deadline: cx.now.wrapping_add(clock::ticks(CLOSE_GRACE)),
             backpressure_since: 0,
             close_code: 0,
+            reported_pending: 0,
+            unrecorded: 0,
+            unrecorded_since: 0,
             interest: Interest::READABLE,
             flags: 0,
         }
@@ -221,7 +243,7 @@ impl Connection {
         let step = match &mut self.state {
             State::Handshaking(hs) => {
                 if clock::is_past(self.deadline, now) {
-                    if !hs.is_refused() {
+                    if !hs.is_responding() {
                         info!(peer = %self.peer(), "handshake timed out");
                         cx.metrics.count_failure(Failure::Timeout);
                     }
@@ -262,19 +284,32 @@ impl Connection {
 
     /// Accounting for a connection the loop is about to free.
     pub fn on_remove(&mut self, metrics: &mut Metrics) {
-        if self.flags & COUNTED_OPEN != 0 {
-            self.flags &= !COUNTED_OPEN;
-            metrics.connections_open = metrics.connections_open.saturating_sub(1);
-        }
+        self.stop_counting_open(metrics);
+        metrics.pending_output_bytes = metrics.pending_output_bytes.saturating_sub(u64::from(self.reported_pending));
+        self.reported_pending = 0;
         if matches!(self.state, State::Open(_) | State::Closing(_)) {
             metrics.count_close(if self.close_code == 0 { 1006 } else { self.close_code });
         }
     }
 
-    /// Registers the interest the state now needs, if it changed.
+    fn stop_counting_open(&mut self, metrics: &mut Metrics) {
+        if self.flags & COUNTED_OPEN != 0 {
+            self.flags &= !COUNTED_OPEN;
+            metrics.connections_open = metrics.connections_open.saturating_sub(1);
+        }
+    }
+
+    /// Brings the pending-output gauge up to date and registers the interest
+    /// the state now needs, if it changed.
     fn finish(&mut self, token: Token, step: Step, cx: &mut Context<'_>) -> Step {
         if step == Step::Remove {
             return step;
+        }
+        let pending = self.socket().map_or(0, |s| s.pending_output() as u32);
+        if pending != self.reported_pending {
+            let gauge = &mut cx.metrics.pending_output_bytes;
+            *gauge = (*gauge + u64::from(pending)).saturating_sub(u64::from(self.reported_pending));
+            self.reported_pending = pending;
         }
         let wanted = self.wanted_interest();
         if wanted != self.interest {
@@ -303,9 +338,34 @@ impl Connection {
     }
 
     fn drive_handshake(&mut self, cx: &mut Context<'_>) -> Step {
+        let routes = if self.flags & METRICS_ONLY != 0 {
+            Routes::MetricsOnly
+        } else if cx.config.no_http_pages {
+            Routes::None
+        } else {
+            Routes::All
+        };
         let State::Handshaking(hs) = &mut self.state else { return Step::Remove };
-        match hs.advance(cx.policy) {
+        match hs.advance(cx.policy, routes) {
             Progress::Pending => Step::Keep,
+            Progress::Request(request) => {
+                // A plain HTTP request: not a WebSocket connection after all.
+                if self.flags & COUNTED_OPEN != 0 {
+                    self.flags &= !COUNTED_OPEN;
+                    cx.metrics.connections_open = cx.metrics.connections_open.saturating_sub(1);
+                }
+                cx.metrics.count_http_request(request.route);
+                let source = pages::Source {
+                    metrics: cx.metrics,
+                    config: cx.config,
+                    listen: cx.listen,
+                    uptime: cx.now_instant.saturating_duration_since(cx.started),
+                };
+                let response = pages::respond(request.route, &request.method, &request.target, &source);
+                hs.respond(&response);
+                self.deadline = cx.now.wrapping_add(clock::ticks(CLOSE_GRACE));
+                self.drive_handshake(cx)
+            }
             Progress::Refused(refusal) => {
                 info!(
                     peer = %self.peer(),
@@ -314,10 +374,7 @@ impl Connection {
                     "refused handshake"
                 );
                 cx.metrics.count_refusal(refusal.kind);
-                if self.flags & COUNTED_OPEN != 0 {
-                    self.flags &= !COUNTED_OPEN;
-                    cx.metrics.connections_open = cx.metrics.connections_open.saturating_sub(1);
-                }
+                self.stop_counting_open(cx.metrics);
                 self.deadline = cx.now.wrapping_add(clock::ticks(CLOSE_GRACE));
                 Step::Keep
             }
@@ -326,6 +383,7 @@ impl Connection {
                     unreachable!("matched Handshaking above")
                 };
                 self.state = State::Open(hs.into_websocket(*cx.ws_config));
+                cx.metrics.websockets_opened += 1;
                 // Frames may already be here (sent with the request, or since).
                 self.drive_open(cx)
             }
@@ -357,9 +415,11 @@ impl Connection {
         // pass the backpressure limit. If that flush empties the output,
         // read on: the input left behind raises no new edge.
         let mut served = 0;
+        let mut first_complete = None;
         while outcome.is_none() {
             let batch = read_batch(ws, limit, &mut self.close_code, cx);
             served += batch.served;
+            first_complete = first_complete.or(batch.first_complete);
             outcome = batch.error.or_else(|| flush(ws));
             if outcome.is_some() || !batch.output_full || ws.get_ref().pending_output() > limit {
                 break;
@@ -367,9 +427,27 @@ impl Connection {
         }
 
         let socket = ws.get_ref();
-        if served > 0 && socket.pending_output() == 0 {
-            let nanos = cx.now_instant.elapsed().as_nanos();
-            cx.metrics.record_latency(u64::try_from(nanos).unwrap_or(u64::MAX), served);
+        if !cx.config.no_latency {
+            // Two clock reads per wakeup, not per message: every reply of
+            // the batch is timed from the first message's completion.
+            if socket.pending_output() == 0 {
+                let done = (first_complete.is_some() || self.unrecorded > 0).then(Instant::now);
+                if let (Some(start), Some(done)) = (first_complete, done) {
+                    cx.metrics.record_latency(nanos(done - start), served);
+                }
+                if let (true, Some(done)) = (self.unrecorded > 0, done) {
+                    // Replies that waited for the kernel: timed from their
+                    // wakeup (millisecond ticks; they waited at least that long).
+                    let waited = u64::from(clock::elapsed(self.unrecorded_since, cx.now)) * 1_000_000;
+                    cx.metrics.record_latency(waited + nanos(done - cx.now_instant), u64::from(self.unrecorded));
+                    self.unrecorded = 0;
+                }
+            } else if served > 0 {
+                if self.unrecorded == 0 {
+                    self.unrecorded_since = cx.now;
+                }
+                self.unrecorded = self.unrecorded.saturating_add(u32::try_from(served).unwrap_or(u32::MAX));
+            }
         }
         let pending = socket.pending_output() as u64;
         if pending > cx.metrics.pending_output_peak {
@@ -465,6 +543,7 @@ impl Connection {
         if self.close_code == 0 {
             self.close_code = code.into();
         }
+        cx.metrics.frames_out.close += 1;
         match ws.close(Some(ws::close_frame(code, reason))) {
             Ok(()) => {}
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -488,6 +567,7 @@ impl Connection {
         }
         // Queued even when the flush blocks; any other error surfaces on the next call.
         let _ = ws.close(Some(ws::close_frame(code, reason)));
+        cx.metrics.frames_out.close += 1;
         self.state = State::Closing(Closing { ws, mode: CloseMode::AwaitPeerClose });
         self.deadline = cx.now.wrapping_add(clock::ticks(CLOSE_GRACE));
     }
@@ -518,6 +598,7 @@ impl Connection {
             if let State::Open(ws) = &mut self.state {
                 if ws.can_write() {
                     self.flags |= PING_SENT;
+                    cx.metrics.frames_out.ping += 1;
                     let sent = ws.write(Message::Ping(Default::default())).and_then(|()| ws.flush());
                     match sent {
                         Ok(()) => {}
@@ -535,6 +616,8 @@ impl Connection {
 struct Batch {
     /// Replies queued.
     served: u64,
+    /// When the first data message was complete in memory (if latency is measured).
+    first_complete: Option<Instant>,
     /// It stopped because the queued replies passed the backpressure limit
     /// (not because the input ran out).
     output_full: bool,
@@ -546,7 +629,7 @@ struct Batch {
 /// replies without flushing them.
 fn read_batch(ws: &mut WebSocket<Socket>, limit: usize, close_code: &mut u16, cx: &mut Context<'_>) -> Batch {
     let mut queued = ws.get_ref().pending_output();
-    let mut batch = Batch { served: 0, output_full: false, error: None };
+    let mut batch = Batch { served: 0, first_complete: None, output_full: false, error: None };
     loop {
         if queued > limit {
             batch.output_full = true;
@@ -572,6 +655,8 @@ fn read_batch(ws: &mut WebSocket<Socket>, limit: usize, close_code: &mut u16, cx
             }
             Message::Ping(_) => {
                 frames.ping += 1;
+                // tungstenite answers it (while open).
+                cx.metrics.frames_out.pong += 1;
                 continue;
             }
             Message::Pong(_) => {
@@ -580,6 +665,8 @@ fn read_batch(ws: &mut WebSocket<Socket>, limit: usize, close_code: &mut u16, cx
             }
             Message::Close(frame) => {
                 frames.close += 1;
+                // tungstenite answers it.
+                cx.metrics.frames_out.close += 1;
                 if *close_code == 0 {
                     *close_code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
                 }
@@ -590,8 +677,15 @@ fn read_batch(ws: &mut WebSocket<Socket>, limit: usize, close_code: &mut u16, cx
             Message::Frame(_) => continue,
         }
         cx.metrics.messages_in += 1;
+        if batch.first_complete.is_none() && !cx.config.no_latency {
+            batch.first_complete = Some(Instant::now());
+        }
         if let Reply::Send(reply) = handler::on_message(cx.config.mode, message) {
             let len = reply.len();
+            match &reply {
+                Message::Text(_) => cx.metrics.frames_out.text += 1,
+                _ => cx.metrics.frames_out.binary += 1,
+            }
             match ws.write(reply) {
                 Ok(()) => {}
                 // Queued; only the flush that write() attempted (after a pong) blocked.
@@ -607,6 +701,10 @@ fn read_batch(ws: &mut WebSocket<Socket>, limit: usize, close_code: &mut u16, cx
             cx.metrics.bytes_out += len as u64;
         }
     }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Flushes tungstenite's output: `None` if all is well (done, or blocked
@@ -636,6 +734,6 @@ mod tests {
     #[test]
     fn connection_stays_small() {
         let size = std::mem::size_of::<Connection>();
-        assert!(size <= 384, "Connection grew to {size} bytes");
+        assert!(size <= 360, "Connection grew to {size} bytes");
     }
 }

@@ -21,15 +21,27 @@ use tungstenite::{
     WebSocket,
 };
 
-use crate::{config::MAX_REQUEST_HEAD, http::Response, socket::Socket};
+use crate::{
+    config::MAX_REQUEST_HEAD,
+    http::{route, Response, Route, Routes},
+    socket::Socket,
+};
 
 /// What the handshake may accept, from [`crate::Config`].
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     /// If not empty, the `Origin` values allowed to connect (others get 403).
     pub allowed_origins: Vec<String>,
-    /// Subprotocols the server speaks, in order of preference.
+    /// Subprotocols the server speaks.
     pub subprotocols: Vec<String>,
+}
+
+/// A plain (non-upgrade) HTTP request, routed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainRequest {
+    pub route: Route,
+    pub method: String,
+    pub target: String,
 }
 
 /// Why a request was refused, for the log line and the metrics label.
@@ -37,7 +49,7 @@ pub struct Policy {
 pub enum RefusalKind {
     /// Not valid HTTP, or an upgrade request tungstenite rejects.
     Malformed,
-    /// Valid HTTP, but not a WebSocket upgrade.
+    /// An upgrade request on the metrics-only listener.
     NotUpgrade,
     /// `Sec-WebSocket-Version` other than 13.
     UnsupportedVersion,
@@ -126,11 +138,13 @@ pub enum Progress {
     /// The request was just refused; the response is on its way (reported
     /// once, then the handshake goes on delivering it).
     Refused(Refusal),
+    /// A plain HTTP request: answer it with [`Handshake::respond`].
+    Request(PlainRequest),
     /// The 101 response is sent: call [`Handshake::into_websocket`].
     Upgraded,
     /// The handshake failed; drop the connection.
     Failed(Failure),
-    /// A refusal was delivered and the peer has closed: drop the connection.
+    /// A response was delivered and the peer has closed: drop the connection.
     Finished,
 }
 
@@ -147,9 +161,11 @@ enum Phase {
     ReadingHead { head: Vec<u8> },
     /// Writing the 101; then the WebSocket opens with `tail` as its first input.
     Accepting { response: Vec<u8>, written: usize, tail: Vec<u8> },
-    /// Writing a refusal; then lingering.
-    Refusing { response: Vec<u8>, written: usize },
-    /// Refusal written and our FIN sent: discarding input until the peer closes.
+    /// A plain request was read; its response is being made by the caller.
+    AwaitingResponse,
+    /// Writing a final response (a refusal, or a page); then lingering.
+    Responding { response: Vec<u8>, written: usize },
+    /// Response written and our FIN sent: discarding input until the peer closes.
     Lingering,
 }
 
@@ -167,7 +183,7 @@ impl Handshake {
     /// A connection refused before it sent anything (at the connection
     /// limit): it gets `refusal`'s response, then lingers.
     pub fn refuse_now(socket: Socket, refusal: &Refusal) -> Self {
-        Handshake { socket, phase: Phase::Refusing { response: refusal.response.to_bytes(), written: 0 } }
+        Handshake { socket, phase: Phase::Responding { response: refusal.response.to_bytes(), written: 0 } }
     }
 
     pub fn socket(&self) -> &Socket {
@@ -178,26 +194,36 @@ impl Handshake {
         &mut self.socket
     }
 
-    /// Whether the handshake is only delivering a refusal (it does not count
-    /// as a connection any more).
-    pub fn is_refused(&self) -> bool {
-        matches!(self.phase, Phase::Refusing { .. } | Phase::Lingering)
+    /// Whether the handshake is only delivering a final HTTP response (it
+    /// does not count as a connection any more).
+    pub fn is_responding(&self) -> bool {
+        matches!(self.phase, Phase::AwaitingResponse | Phase::Responding { .. } | Phase::Lingering)
     }
 
-    /// Does all the work the socket allows now.
-    pub fn advance(&mut self, policy: &Policy) -> Progress {
+    /// Sends `response` to a plain request, then closes.
+    pub fn respond(&mut self, response: &Response) {
+        self.phase = Phase::Responding { response: response.to_bytes(), written: 0 };
+    }
+
+    /// Does all the work the socket allows now. `routes` says which plain
+    /// HTTP routes this connection's listener serves.
+    pub fn advance(&mut self, policy: &Policy, routes: Routes) -> Progress {
         let mut refused = None;
         loop {
             let next = match &mut self.phase {
-                Phase::ReadingHead { head } => match read_head(&mut self.socket, head, policy) {
-                    Ok(Some((consumed, Ok(response)))) => {
+                Phase::ReadingHead { head } => match read_head(&mut self.socket, head, policy, routes) {
+                    Ok(Some((consumed, Decision::Upgrade(response)))) => {
                         let tail = head.split_off(consumed);
                         Phase::Accepting { response, written: 0, tail }
                     }
-                    Ok(Some((_, Err(refusal)))) => {
+                    Ok(Some((_, Decision::Refuse(refusal)))) => {
                         let response = refusal.response.to_bytes();
                         refused = Some(refusal);
-                        Phase::Refusing { response, written: 0 }
+                        Phase::Responding { response, written: 0 }
+                    }
+                    Ok(Some((_, Decision::Plain(request)))) => {
+                        self.phase = Phase::AwaitingResponse;
+                        return Progress::Request(request);
                     }
                     Ok(None) => return Progress::Pending,
                     Err(HeadError::Closed) => return Progress::Failed(Failure::PeerClosed),
@@ -208,7 +234,9 @@ impl Handshake {
                     Ok(false) => return Progress::Pending,
                     Err(()) => return Progress::Failed(Failure::Io),
                 },
-                Phase::Refusing { response, written } => match write_all(&mut self.socket, response, written) {
+                // The caller has not answered the request (yet): nothing to do.
+                Phase::AwaitingResponse => return Progress::Pending,
+                Phase::Responding { response, written } => match write_all(&mut self.socket, response, written) {
                     Ok(true) => {
                         // Our FIN follows the response. If the shutdown fails the
                         // peer has gone already; lingering finds out at once.
@@ -263,15 +291,28 @@ enum HeadError {
     Io,
 }
 
-/// The answer to a complete request head: the 101 response bytes, or a refusal.
-type Decision = Result<Vec<u8>, Refusal>;
+/// The answer to a complete request head.
+#[derive(Debug)]
+enum Decision {
+    /// Upgrade: the 101 response bytes.
+    Upgrade(Vec<u8>),
+    /// Refuse with an HTTP error.
+    Refuse(Refusal),
+    /// A plain HTTP request for one of the pages.
+    Plain(PlainRequest),
+}
 
 /// Reads until the request head is complete, then decides on it:
 /// `Ok(Some((head length, decision)))`, or `Ok(None)` while the socket has
 /// nothing more. httparse runs on each read until the head is complete
 /// (once, for the usual single-segment request), and the decision is made
 /// from that same parse.
-fn read_head(socket: &mut Socket, head: &mut Vec<u8>, policy: &Policy) -> Result<Option<(usize, Decision)>, HeadError> {
+fn read_head(
+    socket: &mut Socket,
+    head: &mut Vec<u8>,
+    policy: &Policy,
+    routes: Routes,
+) -> Result<Option<(usize, Decision)>, HeadError> {
     use std::io::Read;
     let mut chunk = [0u8; 4096];
     loop {
@@ -287,56 +328,79 @@ fn read_head(socket: &mut Socket, head: &mut Vec<u8>, policy: &Policy) -> Result
         };
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
+        let refuse = Decision::Refuse;
         return Ok(Some(match request.parse(head) {
-            Ok(httparse::Status::Complete(len)) if len <= MAX_REQUEST_HEAD => (len, decide(&request, policy)),
-            Ok(httparse::Status::Complete(len)) => (len, Err(too_large())),
-            Ok(httparse::Status::Partial) if head.len() > MAX_REQUEST_HEAD => (head.len(), Err(too_large())),
+            Ok(httparse::Status::Complete(len)) if len <= MAX_REQUEST_HEAD => (len, decide(&request, policy, routes)),
+            Ok(httparse::Status::Complete(len)) => (len, refuse(too_large())),
+            Ok(httparse::Status::Partial) if head.len() > MAX_REQUEST_HEAD => (head.len(), refuse(too_large())),
             Ok(httparse::Status::Partial) => continue,
-            Err(httparse::Error::TooManyHeaders) => (head.len(), Err(too_large())),
+            Err(httparse::Error::TooManyHeaders) => (head.len(), refuse(too_large())),
             Err(e) => {
-                (head.len(), Err(Refusal::new(RefusalKind::Malformed, 400, format!("malformed HTTP request: {e}"))))
+                (head.len(), refuse(Refusal::new(RefusalKind::Malformed, 400, format!("malformed HTTP request: {e}"))))
             }
         }));
     }
 }
 
 /// Decides what to answer to a complete, parsed request head.
-fn decide(parsed: &httparse::Request<'_, '_>, policy: &Policy) -> Decision {
+fn decide(parsed: &httparse::Request<'_, '_>, policy: &Policy, routes: Routes) -> Decision {
+    match decide_upgrade(parsed, policy, routes) {
+        Ok(response) => Decision::Upgrade(response),
+        Err(None) => {
+            let method = parsed.method.unwrap_or("").to_string();
+            let target = parsed.path.unwrap_or("/").to_string();
+            Decision::Plain(PlainRequest { route: route(&method, &target, routes), method, target })
+        }
+        Err(Some(refusal)) => Decision::Refuse(refusal),
+    }
+}
+
+/// The 101 response for an acceptable upgrade; `Err(None)` for a plain
+/// (non-upgrade) request; `Err(Some(refusal))` for a bad one.
+fn decide_upgrade(
+    parsed: &httparse::Request<'_, '_>,
+    policy: &Policy,
+    routes: Routes,
+) -> Result<Vec<u8>, Option<Refusal>> {
     let method = parsed.method.unwrap_or("");
     let path = parsed.path.unwrap_or("/");
     let header = |name: &str| parsed.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
 
     if header("upgrade").is_none() {
-        return Err(Refusal::new(
-            RefusalKind::NotUpgrade,
-            400,
-            format!("{method} {path} is not a WebSocket upgrade request (no Upgrade: websocket header)"),
-        ));
+        return Err(None);
     }
+    if routes == Routes::MetricsOnly {
+        return Err(Some(Refusal::new(
+            RefusalKind::NotUpgrade,
+            404,
+            format!("{path}: this address serves /metrics and /stats only, not WebSocket"),
+        )));
+    }
+    let refuse = |r: Refusal| Err(Some(r));
     if method != "GET" {
-        return Err(Refusal::new(
-            RefusalKind::Malformed,
-            405,
-            format!("a WebSocket upgrade must use GET, not {method}"),
-        )
-        .with_header("Allow", "GET"));
+        return refuse(
+            Refusal::new(RefusalKind::Malformed, 405, format!("a WebSocket upgrade must use GET, not {method}"))
+                .with_header("Allow", "GET"),
+        );
     }
     if let Some(version) = header("sec-websocket-version") {
         if version.trim_ascii() != b"13" {
             let shown = String::from_utf8_lossy(version).into_owned();
-            return Err(Refusal::new(
-                RefusalKind::UnsupportedVersion,
-                426,
-                format!("unsupported WebSocket version {shown:?}, this server speaks 13"),
-            )
-            .with_header("Sec-WebSocket-Version", "13"));
+            return refuse(
+                Refusal::new(
+                    RefusalKind::UnsupportedVersion,
+                    426,
+                    format!("unsupported WebSocket version {shown:?}, this server speaks 13"),
+                )
+                .with_header("Sec-WebSocket-Version", "13"),
+            );
         }
     }
     if !policy.allowed_origins.is_empty() {
         let origin = header("origin").map(|o| String::from_utf8_lossy(o).into_owned());
         let allowed = origin.as_deref().is_some_and(|o| policy.allowed_origins.iter().any(|a| a == o));
         if !allowed {
-            return Err(Refusal::new(
+            return refuse(Refusal::new(
                 RefusalKind::OriginNotAllowed,
                 403,
                 format!("origin {} is not allowed", origin.as_deref().unwrap_or("(none)")),
@@ -344,17 +408,16 @@ fn decide(parsed: &httparse::Request<'_, '_>, policy: &Policy) -> Decision {
         }
     }
 
-    let request = to_http_request(parsed).map_err(|reason| Refusal::new(RefusalKind::Malformed, 400, reason))?;
-    let mut response = create_response(&request)
-        .map_err(|e| Refusal::new(RefusalKind::Malformed, 400, format!("bad WebSocket upgrade request: {e}")))?;
+    let bad = |reason: String| Some(Refusal::new(RefusalKind::Malformed, 400, reason));
+    let request = to_http_request(parsed).map_err(bad)?;
+    let mut response = create_response(&request).map_err(|e| bad(format!("bad WebSocket upgrade request: {e}")))?;
     if let Some(chosen) = choose_subprotocol(header("sec-websocket-protocol"), &policy.subprotocols) {
         if let Ok(value) = http::HeaderValue::from_str(chosen) {
             response.headers_mut().insert("Sec-WebSocket-Protocol", value);
         }
     }
     let mut bytes = Vec::with_capacity(160);
-    write_response(&mut bytes, &response)
-        .map_err(|e| Refusal::new(RefusalKind::Malformed, 400, format!("bad WebSocket upgrade request: {e}")))?;
+    write_response(&mut bytes, &response).map_err(|e| bad(format!("bad WebSocket upgrade request: {e}")))?;
     Ok(bytes)
 }
 
@@ -400,16 +463,26 @@ mod tests {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
         assert!(parsed.parse(head.as_bytes()).unwrap().is_complete());
-        decide(&parsed, policy)
+        decide(&parsed, policy, Routes::All)
+    }
+
+    fn upgrade(head: &str, policy: &Policy) -> String {
+        match decide_on(head, policy) {
+            Decision::Upgrade(bytes) => String::from_utf8(bytes).unwrap(),
+            other => panic!("expected an upgrade, got {other:?}"),
+        }
     }
 
     fn refusal(head: &str, policy: &Policy) -> Refusal {
-        decide_on(head, policy).expect_err("refused")
+        match decide_on(head, policy) {
+            Decision::Refuse(refusal) => refusal,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 
     #[test]
     fn accepts_the_rfc_example() {
-        let response = String::from_utf8(decide_on(GOOD, &Policy::default()).unwrap()).unwrap();
+        let response = upgrade(GOOD, &Policy::default());
         assert!(response.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         // RFC 6455 §1.3's worked example.
         assert!(response.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
@@ -421,7 +494,6 @@ mod tests {
         let policy = Policy::default();
         let cases = [
             (GOOD.replace("Version: 13", "Version: 8"), 426, RefusalKind::UnsupportedVersion),
-            (GOOD.replace("Upgrade: websocket\r\n", ""), 400, RefusalKind::NotUpgrade),
             (GOOD.replace("Connection: Upgrade", "Connection: keep-alive"), 400, RefusalKind::Malformed),
             (GOOD.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""), 400, RefusalKind::Malformed),
             (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "short"), 400, RefusalKind::Malformed),
@@ -439,11 +511,27 @@ mod tests {
     }
 
     #[test]
+    fn plain_requests_are_routed() {
+        let plain = GOOD.replace("Upgrade: websocket\r\n", "").replace("GET /chat", "GET /stats");
+        match decide_on(&plain, &Policy::default()) {
+            Decision::Plain(request) => assert_eq!(request.route, Route::Stats),
+            other => panic!("{other:?}"),
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        parsed.parse(GOOD.as_bytes()).unwrap();
+        match decide(&parsed, &Policy::default(), Routes::MetricsOnly) {
+            Decision::Refuse(r) => assert_eq!(r.response.status, 404),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn origin_allowlist() {
         let policy = Policy { allowed_origins: vec!["https://good.example".into()], ..Policy::default() };
         assert_eq!(refusal(GOOD, &policy).response.status, 403);
         let with_origin = GOOD.replace("Host:", "Origin: https://good.example\r\nHost:");
-        assert!(decide_on(&with_origin, &policy).is_ok());
+        upgrade(&with_origin, &policy);
         let bad_origin = GOOD.replace("Host:", "Origin: https://evil.example\r\nHost:");
         assert_eq!(refusal(&bad_origin, &policy).kind, RefusalKind::OriginNotAllowed);
     }
@@ -452,10 +540,10 @@ mod tests {
     fn selects_exactly_one_offered_subprotocol() {
         let policy = Policy { subprotocols: vec!["b".into(), "c".into()], ..Policy::default() };
         let offered = GOOD.replace("Host:", "Sec-WebSocket-Protocol: a, b, c\r\nHost:");
-        let response = String::from_utf8(decide_on(&offered, &policy).unwrap()).unwrap().to_ascii_lowercase();
+        let response = upgrade(&offered, &policy).to_ascii_lowercase();
         assert!(response.contains("sec-websocket-protocol: b\r\n"), "{response}");
         let none = GOOD.replace("Host:", "Sec-WebSocket-Protocol: x\r\nHost:");
-        let response = String::from_utf8(decide_on(&none, &policy).unwrap()).unwrap().to_ascii_lowercase();
+        let response = upgrade(&none, &policy).to_ascii_lowercase();
         assert!(!response.contains("sec-websocket-protocol"));
     }
 }

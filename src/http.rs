@@ -1,10 +1,70 @@
-//! Plain HTTP/1.1 responses: the refusals of the opening handshake.
+//! Plain HTTP/1.1: the few read-only routes served beside the WebSocket
+//! endpoint, and the responses (refusals included).
 //!
-//! Every refused request gets a complete response with a one-line reason in
-//! its body and `Connection: close`, so a human with `curl` and a client
+//! Every response is complete, carries `Connection: close` (one request per
+//! connection: these routes are scraped, not browsed at length), and an
+//! error's body is a one-line reason, so a human with `curl` and a client
 //! library both learn what was wrong.
 
 use std::fmt::Write as _;
+
+/// The plain HTTP routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /`: the monitor page.
+    Monitor,
+    /// `GET /stats`: the figures as JSON.
+    Stats,
+    /// `GET /metrics`: the figures for Prometheus.
+    Metrics,
+    /// Anything else: 404.
+    NotFound,
+    /// A known path with a method other than GET or HEAD: 405.
+    MethodNotAllowed,
+}
+
+impl Route {
+    pub const ALL: [Route; 5] =
+        [Route::Monitor, Route::Stats, Route::Metrics, Route::NotFound, Route::MethodNotAllowed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Monitor => "monitor",
+            Route::Stats => "stats",
+            Route::Metrics => "metrics",
+            Route::NotFound => "not_found",
+            Route::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// The main port: the page, /stats and /metrics.
+    All,
+    /// The main port with `--no-http-pages`: none.
+    None,
+    /// `--metrics-listen`: /stats and /metrics, never the page.
+    MetricsOnly,
+}
+
+/// The route for a plain (non-upgrade) request.
+pub fn route(method: &str, target: &str, routes: Routes) -> Route {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let found = match (path, routes) {
+        (_, Routes::None) => None,
+        ("/" | "/index.html", Routes::All) => Some(Route::Monitor),
+        ("/stats", _) => Some(Route::Stats),
+        ("/metrics", _) => Some(Route::Metrics),
+        _ => None,
+    };
+    match found {
+        None => Route::NotFound,
+        Some(_) if method != "GET" && method != "HEAD" => Route::MethodNotAllowed,
+        Some(route) => route,
+    }
+}
 
 /// A complete HTTP response, rendered once into bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,14 +73,21 @@ pub struct Response {
     pub headers: Vec<(&'static str, String)>,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// Answer to a HEAD request: the headers (with the body's length) only.
+    pub head_only: bool,
 }
 
 impl Response {
+    /// A 200 response.
+    pub fn ok(content_type: &'static str, body: Vec<u8>) -> Self {
+        Response { status: 200, headers: Vec::new(), content_type, body, head_only: false }
+    }
+
     /// An error response whose body is `reason` and a newline.
     pub fn error(status: u16, reason: impl Into<String>) -> Self {
         let mut body = reason.into().into_bytes();
         body.push(b'\n');
-        Response { status, headers: Vec::new(), content_type: "text/plain; charset=utf-8", body }
+        Response { status, headers: Vec::new(), content_type: "text/plain; charset=utf-8", body, head_only: false }
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -49,7 +116,9 @@ impl Response {
         }
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&self.body);
+        if !self.head_only {
+            bytes.extend_from_slice(&self.body);
+        }
         bytes
     }
 }
@@ -85,5 +154,27 @@ mod tests {
         assert!(text.contains("\r\nContent-Length: 32\r\n"));
         assert!(text.ends_with("\r\n\r\nunsupported WebSocket version 8\n"));
         assert_eq!(response.reason(), "unsupported WebSocket version 8");
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("GET", "/", Routes::All), Route::Monitor);
+        assert_eq!(route("GET", "/stats?x=1", Routes::All), Route::Stats);
+        assert_eq!(route("HEAD", "/metrics", Routes::All), Route::Metrics);
+        assert_eq!(route("POST", "/metrics", Routes::All), Route::MethodNotAllowed);
+        assert_eq!(route("GET", "/nope", Routes::All), Route::NotFound);
+        assert_eq!(route("GET", "/", Routes::MetricsOnly), Route::NotFound);
+        assert_eq!(route("GET", "/metrics", Routes::MetricsOnly), Route::Metrics);
+        assert_eq!(route("GET", "/metrics", Routes::None), Route::NotFound);
+        assert_eq!(route("GET", "/", Routes::None), Route::NotFound);
+    }
+
+    #[test]
+    fn head_keeps_the_length_but_not_the_body() {
+        let mut response = Response::ok("text/plain", b"hello".to_vec());
+        response.head_only = true;
+        let text = String::from_utf8(response.to_bytes()).unwrap();
+        assert!(text.contains("Content-Length: 5\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
     }
 }

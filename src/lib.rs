@@ -16,8 +16,10 @@
 //! - [`listener`]: the socket2 listener; accept-error classification.
 //! - [`token`], [`clock`]: token layout; the loop's coarse clock.
 //! - [`shutdown`]: signals and the stop handle.
-//! - [`metrics`], [`http`], [`config`], [`units`]: counters and histogram;
-//!   HTTP responses; the configuration; parsing `16MiB` and `10s`.
+//! - [`metrics`], [`stats`]: counters and histograms per loop; their
+//!   `/stats` JSON, `/metrics` Prometheus text and log-line renderings.
+//! - [`http`], [`pages`]: plain HTTP routes and responses; the monitor page.
+//! - [`config`], [`units`]: the configuration; parsing `16MiB` and `10s`.
 
 pub mod clock;
 pub mod config;
@@ -27,9 +29,11 @@ pub mod handshake;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod pages;
 pub mod server;
 pub mod shutdown;
 pub mod socket;
+pub mod stats;
 pub mod token;
 pub mod units;
 pub mod ws;

@@ -47,6 +47,9 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     info!("listening on {} ({})", server.local_addr(), cli.config.summary());
+    if let Some(addr) = server.metrics_local_addr() {
+        info!("serving /metrics and /stats on {addr}");
+    }
 
     let summary = match server.run() {
         Ok(summary) => summary,

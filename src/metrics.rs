@@ -9,14 +9,18 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
-use crate::handshake::{Failure, RefusalKind};
+use crate::{
+    handshake::{Failure, RefusalKind},
+    http::Route,
+};
 
 /// Highest latency the histogram tracks (60 s, in nanoseconds); larger
 /// values are clamped to it.
 const LATENCY_MAX_NS: u64 = 60_000_000_000;
 
-/// Incoming frames by type (data messages count once, however fragmented:
-/// tungstenite reassembles before we see them).
+/// Frames by type. Incoming data messages count once however fragmented
+/// (tungstenite reassembles before we see them); outgoing pongs count the
+/// pings answered while open.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FrameCounts {
     pub text: u64,
@@ -38,9 +42,15 @@ impl FrameCounts {
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    /// Connections accepted and not yet closed (refused ones excluded).
+    /// Connections accepted and not yet closed, that count against
+    /// `--max-connections` (refused ones and plain HTTP requests excluded).
     pub connections_open: u64,
+    /// TCP connections accepted, whatever they turned out to be.
     pub connections_accepted: u64,
+    /// Handshakes that completed (101 sent).
+    pub websockets_opened: u64,
+    /// Plain HTTP requests answered, by route (index = position in `Route::ALL`).
+    pub http_requests: [u64; Route::ALL.len()],
     /// Requests refused with an HTTP error, by [`RefusalKind`] (index = position in `RefusalKind::ALL`).
     pub refused: [u64; RefusalKind::ALL.len()],
     /// Handshakes that ended without a response, by [`Failure`].
@@ -56,6 +66,9 @@ pub struct Metrics {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub frames_in: FrameCounts,
+    pub frames_out: FrameCounts,
+    /// Output queued and not yet accepted by the kernel, all connections.
+    pub pending_output_bytes: u64,
     /// Times a connection's pending output passed `--max-backpressure` (reading paused).
     pub backpressure_events: u64,
     /// The most output any one connection has had pending after a flush: by
@@ -65,9 +78,15 @@ pub struct Metrics {
     pub slow_consumer_closes: u64,
     /// Connections closed by the idle timeout.
     pub idle_closes: u64,
-    /// Service latency in nanoseconds: from the wakeup that read a message to
-    /// the moment its reply was handed to the kernel.
+    /// Service latency in nanoseconds, since start: from the moment a
+    /// message was complete in memory to the moment the kernel accepted the
+    /// last byte of its reply.
     pub latency: Histogram<u64>,
+    /// The same over the last complete window of [`Metrics::rotate_window`]
+    /// (recent figures for the monitor page and the stats log line).
+    pub latency_window: Histogram<u64>,
+    /// The window being filled.
+    latency_current: Histogram<u64>,
 }
 
 impl Default for Metrics {
@@ -75,6 +94,8 @@ impl Default for Metrics {
         Metrics {
             connections_open: 0,
             connections_accepted: 0,
+            websockets_opened: 0,
+            http_requests: [0; Route::ALL.len()],
             refused: [0; RefusalKind::ALL.len()],
             handshake_failures: [0; Failure::ALL.len()],
             closes: BTreeMap::new(),
@@ -84,11 +105,15 @@ impl Default for Metrics {
             bytes_in: 0,
             bytes_out: 0,
             frames_in: FrameCounts::default(),
+            frames_out: FrameCounts::default(),
+            pending_output_bytes: 0,
             backpressure_events: 0,
             pending_output_peak: 0,
             slow_consumer_closes: 0,
             idle_closes: 0,
-            latency: Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("valid histogram bounds"),
+            latency: new_latency_histogram(),
+            latency_window: new_latency_histogram(),
+            latency_current: new_latency_histogram(),
         }
     }
 }
@@ -108,8 +133,20 @@ impl Metrics {
 
     /// Records `count` messages that each took `nanos` to serve.
     pub fn record_latency(&mut self, nanos: u64, count: u64) {
-        // Saturating: a value above the bound is clamped rather than lost.
-        self.latency.saturating_record_n(nanos.clamp(1, LATENCY_MAX_NS), count);
+        // Clamped: a value above the bound is kept at the bound rather than lost.
+        let nanos = nanos.clamp(1, LATENCY_MAX_NS);
+        self.latency.saturating_record_n(nanos, count);
+        self.latency_current.saturating_record_n(nanos, count);
+    }
+
+    /// Ends the current latency window: it becomes `latency_window`.
+    pub fn rotate_window(&mut self) {
+        std::mem::swap(&mut self.latency_window, &mut self.latency_current);
+        self.latency_current.reset();
+    }
+
+    pub fn count_http_request(&mut self, route: Route) {
+        self.http_requests[route as usize] += 1;
     }
 
     pub fn refused_total(&self) -> u64 {
@@ -120,6 +157,10 @@ impl Metrics {
     pub fn merge(&mut self, other: &Metrics) {
         self.connections_open += other.connections_open;
         self.connections_accepted += other.connections_accepted;
+        self.websockets_opened += other.websockets_opened;
+        for (a, b) in self.http_requests.iter_mut().zip(other.http_requests) {
+            *a += b;
+        }
         for (a, b) in self.refused.iter_mut().zip(other.refused) {
             *a += b;
         }
@@ -135,13 +176,21 @@ impl Metrics {
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.frames_in.merge(&other.frames_in);
+        self.frames_out.merge(&other.frames_out);
+        self.pending_output_bytes += other.pending_output_bytes;
         self.backpressure_events += other.backpressure_events;
         self.pending_output_peak = self.pending_output_peak.max(other.pending_output_peak);
         self.slow_consumer_closes += other.slow_consumer_closes;
         self.idle_closes += other.idle_closes;
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.latency_window.add(&other.latency_window);
+        let _ = self.latency_current.add(&other.latency_current);
     }
+}
+
+fn new_latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("valid histogram bounds")
 }
 
 #[cfg(test)]
@@ -168,6 +217,12 @@ mod tests {
         assert_eq!(a.closes.get(&1002), Some(&1));
         assert_eq!(a.latency.len(), 4);
         assert!(a.latency.max() >= 59_000_000_000);
+        assert_eq!(a.latency_window.len(), 0);
+        a.rotate_window();
+        assert_eq!(a.latency_window.len(), 4);
+        a.rotate_window();
+        assert_eq!(a.latency_window.len(), 0);
+        assert_eq!(a.latency.len(), 4);
     }
 
     #[test]
@@ -177,6 +232,9 @@ mod tests {
         }
         for (i, failure) in Failure::ALL.iter().enumerate() {
             assert_eq!(*failure as usize, i);
+        }
+        for (i, route) in Route::ALL.iter().enumerate() {
+            assert_eq!(*route as usize, i);
         }
     }
 }

@@ -18,7 +18,11 @@
 //! 5. Housekeeping: the periodic sweep (timeouts, idle pings), shutdown
 //!    progress.
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use mio::{event::Event, net::TcpListener, Events, Interest, Poll, Token};
 use slab::Slab;
@@ -30,10 +34,11 @@ use crate::{
     config::Config,
     connection::{Connection, Context, Readiness, Step, CLOSE_GRACE},
     handshake::{Policy, Refusal},
-    listener,
+    listener::{self, ListenOptions},
     metrics::Metrics,
     shutdown::{Request, ShutdownSignals, StopHandle},
     socket::{RecvBuf, Socket},
+    stats::Snapshot,
     token, ws,
 };
 
@@ -78,6 +83,8 @@ struct Shared {
     metrics: Metrics,
     rx: RecvBuf,
     clock: Clock,
+    started: Instant,
+    listen: SocketAddr,
 }
 
 impl Shared {
@@ -91,6 +98,8 @@ impl Shared {
             rx: &mut self.rx,
             now: self.clock.now(),
             now_instant: self.clock.now_instant(),
+            started: self.started,
+            listen: self.listen,
         }
     }
 }
@@ -99,6 +108,8 @@ pub struct Server {
     poll: Poll,
     /// `None` once shutting down: no more accepts.
     listener: Option<TcpListener>,
+    /// The `--metrics-listen` socket, if any (closed at shutdown too).
+    metrics_listener: Option<TcpListener>,
     local_addr: SocketAddr,
     connections: Slab<Connection>,
     shared: Shared,
@@ -110,17 +121,34 @@ pub struct Server {
     accept_paused_until: Option<Tick>,
     next_sweep: Tick,
     sweep_every: u32,
+    /// When the next stats line (and latency window) is due, and the
+    /// message counts at the last one (for rates).
+    next_stats: Tick,
+    stats_every: u32,
+    last_stats: (Instant, u64, u64),
     /// Set once shutting down: when to give up on the stragglers.
     shutdown_deadline: Option<Tick>,
     ending: Option<Ending>,
 }
 
 impl Server {
-    /// Binds the listener `config` asks for and builds the loop around it.
+    /// Binds the listeners `config` asks for and builds the loop around them.
     pub fn bind(config: Config) -> io::Result<Server> {
         let options = listener::ListenOptions { backlog: config.backlog, reuse_port: config.reuse_port };
         let listener = listener::bind(config.listen, options)?;
-        Server::new(listener, config)
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                listener::bind(addr, ListenOptions { backlog: 128, reuse_port: config.reuse_port })
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on --metrics-listen {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut server = Server::new(listener, config)?;
+        if let Some(mut metrics_listener) = metrics_listener {
+            server.poll.registry().register(&mut metrics_listener, token::METRICS_LISTENER, Interest::READABLE)?;
+            server.metrics_listener = Some(metrics_listener);
+        }
+        Ok(server)
     }
 
     /// Builds the loop around an already bound, non-blocking listener.
@@ -131,13 +159,20 @@ impl Server {
         let stop = StopHandle::new(poll.registry())?;
         let local_addr = listener.local_addr()?;
         let sweep_every = sweep_interval(&config);
+        let stats_every = clock::ticks(if config.stats_interval.is_zero() {
+            crate::config::DEFAULT_STATS_INTERVAL
+        } else {
+            config.stats_interval
+        });
         let clock = Clock::new();
+        let started = clock.now_instant();
         let ws_config = ws::websocket_config(&config);
         let policy =
             Policy { allowed_origins: config.allowed_origin.clone(), subprotocols: config.subprotocol.clone() };
         Ok(Server {
             poll,
             listener: Some(listener),
+            metrics_listener: None,
             local_addr,
             connections: Slab::with_capacity(1024),
             shared: Shared {
@@ -147,6 +182,8 @@ impl Server {
                 metrics: Metrics::default(),
                 rx: RecvBuf::with_capacity(RECV_BUFFER_SIZE),
                 clock,
+                started,
+                listen: local_addr,
             },
             signals: None,
             stop,
@@ -154,6 +191,9 @@ impl Server {
             accept_paused_until: None,
             next_sweep: sweep_every,
             sweep_every,
+            next_stats: stats_every,
+            stats_every,
+            last_stats: (started, 0, 0),
             shutdown_deadline: None,
             ending: None,
         })
@@ -162,6 +202,11 @@ impl Server {
     /// The address actually bound (the real port when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The `--metrics-listen` address actually bound, if any.
+    pub fn metrics_local_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Makes SIGINT/SIGTERM stop this loop (first: graceful, second: at once).
@@ -194,9 +239,11 @@ impl Server {
             self.shared.clock.update();
 
             let mut listener_ready = false;
+            let mut metrics_listener_ready = false;
             for event in events.iter() {
                 match event.token() {
                     token::LISTENER => listener_ready = true,
+                    token::METRICS_LISTENER => metrics_listener_ready = true,
                     token::SIGNALS => {
                         let request = self.signals.as_mut().and_then(ShutdownSignals::take_request);
                         self.on_request(request);
@@ -212,8 +259,12 @@ impl Server {
                 break;
             }
             self.serve_again();
-            if listener_ready || self.accept_pause_over() {
-                self.accept();
+            let retry = self.accept_pause_over();
+            if listener_ready || retry {
+                self.accept(Listener::Main);
+            }
+            if metrics_listener_ready || retry {
+                self.accept(Listener::Metrics);
             }
             self.housekeeping();
         }
@@ -272,11 +323,15 @@ impl Server {
         self.accept_paused_until.is_some_and(|until| clock::is_past(until, self.shared.clock.now()))
     }
 
-    /// Accepts until `WouldBlock` (the listener is edge-triggered).
-    fn accept(&mut self) {
+    /// Accepts until `WouldBlock` (the listeners are edge-triggered).
+    fn accept(&mut self, which: Listener) {
         self.accept_paused_until = None;
         loop {
-            let Some(listener) = &self.listener else { return };
+            let listener = match which {
+                Listener::Main => &self.listener,
+                Listener::Metrics => &self.metrics_listener,
+            };
+            let Some(listener) = listener else { return };
             let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -295,7 +350,8 @@ impl Server {
             };
             // Latency matters more than segment count for small messages.
             let _ = stream.set_nodelay(true);
-            let over_limit = self.shared.metrics.connections_open >= self.shared.config.max_connections as u64;
+            let over_limit = which == Listener::Main
+                && self.shared.metrics.connections_open >= self.shared.config.max_connections as u64;
             let refusals_in_flight = self.connections.len() - self.shared.metrics.connections_open as usize;
             if over_limit && refusals_in_flight >= MAX_REFUSALS_IN_FLIGHT {
                 self.shared.metrics.count_refusal(crate::handshake::RefusalKind::TooManyConnections);
@@ -321,7 +377,7 @@ impl Server {
                 let step = self.connections[key].on_ready(token, ready, &mut self.shared.context(self.poll.registry()));
                 self.apply(key, step);
             } else {
-                entry.insert(Connection::accepted(socket, &mut cx));
+                entry.insert(Connection::accepted(socket, which == Listener::Metrics, &mut cx));
             }
         }
     }
@@ -332,11 +388,29 @@ impl Server {
             self.next_sweep = now.wrapping_add(self.sweep_every);
             self.sweep();
         }
+        if clock::is_past(self.next_stats, now) {
+            self.next_stats = now.wrapping_add(self.stats_every);
+            self.end_stats_window();
+        }
         if let Some(deadline) = self.shutdown_deadline {
             if self.connections.is_empty() || clock::is_past(deadline, now) {
                 self.ending = Some(Ending::Graceful);
             }
         }
+    }
+
+    /// Closes the latency window and logs the headline figures.
+    fn end_stats_window(&mut self) {
+        let shared = &mut self.shared;
+        shared.metrics.rotate_window();
+        if shared.config.stats_interval.is_zero() {
+            return;
+        }
+        let now = shared.clock.now_instant();
+        let (previous, messages_in, messages_out) = self.last_stats;
+        let snapshot = Snapshot::new(&shared.metrics, &shared.config, shared.listen, now - shared.started);
+        info!("stats: {}", snapshot.log_line(messages_in, messages_out, now - previous));
+        self.last_stats = (now, shared.metrics.messages_in, shared.metrics.messages_out);
     }
 
     /// Timeouts for every connection: a few comparisons each, every
@@ -365,7 +439,7 @@ impl Server {
 
     /// Stops accepting and sends close 1001 to every open connection.
     fn begin_shutdown(&mut self) {
-        if let Some(mut listener) = self.listener.take() {
+        for mut listener in [self.listener.take(), self.metrics_listener.take()].into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.accept_paused_until = None;
@@ -410,6 +484,15 @@ impl Server {
         }
         Summary { ended_by: self.ending.unwrap_or(Ending::Graceful), dropped, metrics: self.shared.metrics.clone() }
     }
+}
+
+/// Which listening socket a connection came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    /// The main port: WebSocket, and the pages unless `--no-http-pages`.
+    Main,
+    /// `--metrics-listen`: /metrics and /stats only.
+    Metrics,
 }
 
 /// How often the sweep runs: a quarter of the shortest timeout it enforces,

@@ -28,22 +28,25 @@ use std::net::Shutdown;
 
 use mio::net::TcpStream;
 
-/// A receive buffer: bytes `start..end` of `data` are received and not yet consumed.
+/// A receive buffer: bytes `start..end` of `data` are received and not yet
+/// consumed. Offsets are `u32` (buffers are at most a few hundred KiB) to keep
+/// the placeholder every connection carries small.
 #[derive(Debug, Default)]
 pub struct RecvBuf {
     data: Box<[u8]>,
-    start: usize,
-    end: usize,
+    start: u32,
+    end: u32,
 }
 
 impl RecvBuf {
     /// A buffer of `capacity` bytes (allocated and zeroed once, at loop start).
     pub fn with_capacity(capacity: usize) -> Self {
+        assert!(capacity <= u32::MAX as usize, "receive buffer over 4 GiB");
         RecvBuf { data: vec![0; capacity].into_boxed_slice(), start: 0, end: 0 }
     }
 
     fn unread(&self) -> &[u8] {
-        &self.data[self.start..self.end]
+        &self.data[self.start as usize..self.end as usize]
     }
 
     fn is_empty(&self) -> bool {
@@ -56,9 +59,10 @@ impl RecvBuf {
 
     /// Copies as much as fits into `out` and consumes it.
     fn copy_to(&mut self, out: &mut [u8]) -> usize {
-        let n = out.len().min(self.end - self.start);
-        out[..n].copy_from_slice(&self.data[self.start..self.start + n]);
-        self.start += n;
+        let start = self.start as usize;
+        let n = out.len().min(self.end as usize - start);
+        out[..n].copy_from_slice(&self.data[start..start + n]);
+        self.start += n as u32;
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -71,7 +75,7 @@ impl RecvBuf {
         debug_assert!(self.is_empty());
         let n = read_retrying(stream, &mut self.data)?;
         self.start = 0;
-        self.end = n;
+        self.end = n as u32;
         Ok(n)
     }
 }
@@ -85,12 +89,15 @@ pub struct Socket {
     lent: RecvBuf,
     /// Bytes received but not consumed when the connection last gave the
     /// loop's buffer back (it stopped reading under backpressure); they are
-    /// served before anything new. Empty, without allocation, almost always.
-    spill: Vec<u8>,
-    /// Bytes the last write left in tungstenite's output buffer.
-    pending_output: usize,
+    /// served before anything new. `None`, without allocation, almost always.
+    /// Boxed so that the rare case costs every connection 8 bytes, not 24.
+    #[allow(clippy::box_collection)]
+    spill: Option<Box<Vec<u8>>>,
+    /// Bytes the last write left in tungstenite's output buffer (bounded by
+    /// the backpressure limit plus one message, see [`crate::ws`]).
+    pending_output: u32,
     /// Bytes that may still be read in this wakeup (fairness, see [`Socket::lend`]).
-    read_budget: usize,
+    read_budget: u32,
     flags: u8,
 }
 
@@ -107,7 +114,7 @@ const SAW_EOF: u8 = 16;
 
 impl Socket {
     pub fn new(stream: TcpStream) -> Self {
-        Socket { stream, lent: RecvBuf::default(), spill: Vec::new(), pending_output: 0, read_budget: 0, flags: 0 }
+        Socket { stream, lent: RecvBuf::default(), spill: None, pending_output: 0, read_budget: 0, flags: 0 }
     }
 
     /// The mio source, for (re)registration.
@@ -138,14 +145,14 @@ impl Socket {
     pub fn lend(&mut self, buf: &mut RecvBuf, budget: usize) {
         debug_assert!(buf.is_empty() && self.lent.capacity() == 0);
         std::mem::swap(&mut self.lent, buf);
-        self.read_budget = budget;
+        self.read_budget = u32::try_from(budget).unwrap_or(u32::MAX);
         self.flags &= !BUDGET_SPENT;
     }
 
     /// Returns the loop's buffer. Unconsumed bytes stay with the connection.
     pub fn give_back(&mut self, buf: &mut RecvBuf) {
         if !self.lent.is_empty() {
-            self.spill.extend_from_slice(self.lent.unread());
+            self.spill.get_or_insert_with(Default::default).extend_from_slice(self.lent.unread());
             self.lent.start = 0;
             self.lent.end = 0;
         }
@@ -154,7 +161,7 @@ impl Socket {
 
     /// Output still queued in tungstenite after the last write attempt.
     pub fn pending_output(&self) -> usize {
-        self.pending_output
+        self.pending_output as usize
     }
 
     /// Whether the last write attempt left output queued (the caller wants WRITABLE).
@@ -172,7 +179,7 @@ impl Socket {
     /// Whether input may be waiting that no future edge will announce: bytes
     /// kept back in the spill, or a kernel queue not yet read to empty.
     pub fn has_buffered_input(&self) -> bool {
-        !self.spill.is_empty() || self.flags & READ_DRAINED == 0
+        self.spill.is_some() || self.flags & READ_DRAINED == 0
     }
 
     /// Whether a read has returned end-of-file.
@@ -189,7 +196,7 @@ impl Socket {
     /// nothing more is there now. Used while lingering after our last words,
     /// so the peer receives them instead of a reset. At most `limit` bytes.
     pub fn discard_input(&mut self, limit: usize) -> io::Result<bool> {
-        self.spill = Vec::new();
+        self.spill = None;
         let mut discarded = 0;
         let mut scratch = [0u8; 4096];
         while discarded <= limit {
@@ -227,12 +234,12 @@ impl Read for Socket {
         if out.is_empty() {
             return Ok(0);
         }
-        if !self.spill.is_empty() {
-            let n = out.len().min(self.spill.len());
-            out[..n].copy_from_slice(&self.spill[..n]);
-            self.spill.drain(..n);
-            if self.spill.is_empty() {
-                self.spill = Vec::new();
+        if let Some(spill) = &mut self.spill {
+            let n = out.len().min(spill.len());
+            out[..n].copy_from_slice(&spill[..n]);
+            spill.drain(..n);
+            if spill.is_empty() {
+                self.spill = None;
             }
             return Ok(n);
         }
@@ -251,7 +258,7 @@ impl Read for Socket {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             let n = self.lent.fill(&mut self.stream).inspect_err(|e| self.note_read_error(e))?;
-            self.read_budget = self.read_budget.saturating_sub(n);
+            self.read_budget = self.read_budget.saturating_sub(n as u32);
             let asked = self.lent.capacity();
             self.note_read(n, asked);
             if n == 0 {
@@ -283,20 +290,20 @@ impl Socket {
 impl Write for Socket {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.flags & WRITE_BLOCKED != 0 {
-            self.pending_output = data.len();
+            self.pending_output = saturating_u32(data.len());
             return Err(io::ErrorKind::WouldBlock.into());
         }
         loop {
             match self.stream.write(data) {
                 Ok(n) => {
-                    self.pending_output = data.len() - n;
+                    self.pending_output = saturating_u32(data.len() - n);
                     if n < data.len() {
                         self.flags |= WRITE_BLOCKED;
                     }
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.pending_output = data.len();
+                    self.pending_output = saturating_u32(data.len());
                     self.flags |= WRITE_BLOCKED;
                     return Err(e);
                 }
@@ -310,6 +317,10 @@ impl Write for Socket {
         // TCP has no user-space buffer here: every write went to the kernel.
         Ok(())
     }
+}
+
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn read_retrying(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {

@@ -11,8 +11,10 @@ pub const LISTENER: Token = Token(0);
 pub const SIGNALS: Token = Token(1);
 /// The waker of [`crate::shutdown::StopHandle`].
 pub const WAKER: Token = Token(2);
+/// The `--metrics-listen` socket.
+pub const METRICS_LISTENER: Token = Token(3);
 /// The first token handed to a connection.
-const FIRST_CONNECTION: usize = 3;
+const FIRST_CONNECTION: usize = 4;
 
 /// The token a connection stored under slab key `key` is registered with.
 pub fn for_connection(key: usize) -> Token {
@@ -35,10 +37,12 @@ mod tests {
             assert_ne!(token, LISTENER);
             assert_ne!(token, SIGNALS);
             assert_ne!(token, WAKER);
+            assert_ne!(token, METRICS_LISTENER);
             assert_eq!(connection_key(token), Some(key));
         }
         assert_eq!(connection_key(LISTENER), None);
         assert_eq!(connection_key(SIGNALS), None);
         assert_eq!(connection_key(WAKER), None);
+        assert_eq!(connection_key(METRICS_LISTENER), None);
     }
 }

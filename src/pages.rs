@@ -1,0 +1,48 @@
+//! What the plain HTTP routes answer: the monitor page, `/stats`, `/metrics`,
+//! and 404/405 for everything else.
+
+use std::{net::SocketAddr, time::Duration};
+
+use crate::{
+    config::Config,
+    http::{Response, Route},
+    metrics::Metrics,
+    stats::Snapshot,
+};
+
+/// The monitor page: one self-contained HTML file (no CDN, no build step),
+/// compiled into the binary.
+pub const MONITOR_PAGE: &str = include_str!("monitor.html");
+
+/// What the responses are made from.
+pub struct Source<'a> {
+    pub metrics: &'a Metrics,
+    pub config: &'a Config,
+    pub listen: SocketAddr,
+    pub uptime: Duration,
+}
+
+/// The response to a plain request for `route`.
+pub fn respond(route: Route, method: &str, target: &str, source: &Source<'_>) -> Response {
+    let snapshot = || Snapshot::new(source.metrics, source.config, source.listen, source.uptime);
+    let mut response = match route {
+        Route::Monitor => Response::ok("text/html; charset=utf-8", MONITOR_PAGE.as_bytes().to_vec()),
+        Route::Stats => Response::ok("application/json", snapshot().to_json()).with_header("Cache-Control", "no-store"),
+        Route::Metrics => Response::ok(
+            "text/plain; version=0.0.4; charset=utf-8",
+            snapshot().to_prometheus(source.metrics).into_bytes(),
+        )
+        .with_header("Cache-Control", "no-store"),
+        Route::NotFound => Response::error(
+            404,
+            format!(
+                "nothing at {target}: WebSocket clients connect with an Upgrade request; pages are /, /stats, /metrics"
+            ),
+        ),
+        Route::MethodNotAllowed => {
+            Response::error(405, format!("{method} is not allowed on {target}")).with_header("Allow", "GET, HEAD")
+        }
+    };
+    response.head_only = method == "HEAD";
+    response
+}

@@ -28,12 +28,12 @@ use tungstenite::{
 use crate::{
     clock::{self, Tick},
     config::Config,
-    handler::{self, Reply},
+    cycle::{self, flush, Wakeup},
     handshake::{Failure, Handshake, Policy, Progress, Refusal},
     http::Routes,
     metrics::Metrics,
     pages,
-    socket::{RecvBuf, Socket},
+    socket::{OutputState, RecvBuf, Socket},
     ws::{self, Disposition},
 };
 
@@ -44,9 +44,6 @@ pub const READ_BUDGET: usize = 1 << 20;
 /// How long we wait for the peer to answer a close we started (idle timeout,
 /// protocol error), or to close after an HTTP refusal, before dropping it.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// Upper bound on a frame header, for estimating queued output.
-const FRAME_HEADER_MAX: usize = 14;
 
 /// Input a failed connection may still send while we wait for it to close.
 const LINGER_LIMIT: usize = 256 << 10;
@@ -406,25 +403,8 @@ impl Connection {
         let State::Open(ws) = &mut self.state else { return Step::Remove };
         let limit = cx.config.max_backpressure;
 
-        // Output left from an earlier wakeup goes first: if this is the
-        // WRITABLE that drains it, reading can resume below.
-        let mut outcome = if ws.get_ref().pending_output() > 0 { flush(ws) } else { None };
-
-        // Read and reply until the socket is drained, corking the replies;
-        // flush when it is drained or when the replies queued in this batch
-        // pass the backpressure limit. If that flush empties the output,
-        // read on: the input left behind raises no new edge.
-        let mut served = 0;
-        let mut first_complete = None;
-        while outcome.is_none() {
-            let batch = read_batch(ws, limit, &mut self.close_code, cx);
-            served += batch.served;
-            first_complete = first_complete.or(batch.first_complete);
-            outcome = batch.error.or_else(|| flush(ws));
-            if outcome.is_some() || !batch.output_full || ws.get_ref().pending_output() > limit {
-                break;
-            }
-        }
+        let Wakeup { served, first_complete, outcome } =
+            cycle::serve(ws, limit, &mut self.close_code, cx.config, cx.metrics);
 
         let socket = ws.get_ref();
         if !cx.config.no_latency {
@@ -433,13 +413,13 @@ impl Connection {
             if socket.pending_output() == 0 {
                 let done = (first_complete.is_some() || self.unrecorded > 0).then(Instant::now);
                 if let (Some(start), Some(done)) = (first_complete, done) {
-                    cx.metrics.record_latency(nanos(done - start), served);
+                    cx.metrics.record_latency(cycle::nanos(done - start), served);
                 }
                 if let (true, Some(done)) = (self.unrecorded > 0, done) {
                     // Replies that waited for the kernel: timed from their
                     // wakeup (millisecond ticks; they waited at least that long).
                     let waited = u64::from(clock::elapsed(self.unrecorded_since, cx.now)) * 1_000_000;
-                    cx.metrics.record_latency(waited + nanos(done - cx.now_instant), u64::from(self.unrecorded));
+                    cx.metrics.record_latency(waited + cycle::nanos(done - cx.now_instant), u64::from(self.unrecorded));
                     self.unrecorded = 0;
                 }
             } else if served > 0 {
@@ -609,111 +589,6 @@ impl Connection {
             }
         }
         Step::Keep
-    }
-}
-
-/// What one [`read_batch`] did.
-struct Batch {
-    /// Replies queued.
-    served: u64,
-    /// When the first data message was complete in memory (if latency is measured).
-    first_complete: Option<Instant>,
-    /// It stopped because the queued replies passed the backpressure limit
-    /// (not because the input ran out).
-    output_full: bool,
-    error: Option<Disposition>,
-}
-
-/// Reads messages until the input runs out or the replies queued (plus the
-/// output already pending) pass `limit`, and queues the application's
-/// replies without flushing them.
-fn read_batch(ws: &mut WebSocket<Socket>, limit: usize, close_code: &mut u16, cx: &mut Context<'_>) -> Batch {
-    let mut queued = ws.get_ref().pending_output();
-    let mut batch = Batch { served: 0, first_complete: None, output_full: false, error: None };
-    loop {
-        if queued > limit {
-            batch.output_full = true;
-            return batch;
-        }
-        let message = match ws.read() {
-            Ok(message) => message,
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return batch,
-            Err(e) => {
-                batch.error = Some(ws::classify(e));
-                return batch;
-            }
-        };
-        let frames = &mut cx.metrics.frames_in;
-        match &message {
-            Message::Text(text) => {
-                frames.text += 1;
-                cx.metrics.bytes_in += text.len() as u64;
-            }
-            Message::Binary(data) => {
-                frames.binary += 1;
-                cx.metrics.bytes_in += data.len() as u64;
-            }
-            Message::Ping(_) => {
-                frames.ping += 1;
-                // tungstenite answers it (while open).
-                cx.metrics.frames_out.pong += 1;
-                continue;
-            }
-            Message::Pong(_) => {
-                frames.pong += 1;
-                continue;
-            }
-            Message::Close(frame) => {
-                frames.close += 1;
-                // tungstenite answers it.
-                cx.metrics.frames_out.close += 1;
-                if *close_code == 0 {
-                    *close_code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
-                }
-                // tungstenite has queued the reply; the next read flushes it
-                // and reports ConnectionClosed.
-                continue;
-            }
-            Message::Frame(_) => continue,
-        }
-        cx.metrics.messages_in += 1;
-        if batch.first_complete.is_none() && !cx.config.no_latency {
-            batch.first_complete = Some(Instant::now());
-        }
-        if let Reply::Send(reply) = handler::on_message(cx.config.mode, message) {
-            let len = reply.len();
-            match &reply {
-                Message::Text(_) => cx.metrics.frames_out.text += 1,
-                _ => cx.metrics.frames_out.binary += 1,
-            }
-            match ws.write(reply) {
-                Ok(()) => {}
-                // Queued; only the flush that write() attempted (after a pong) blocked.
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    batch.error = Some(ws::classify(e));
-                    return batch;
-                }
-            }
-            queued += len + FRAME_HEADER_MAX;
-            batch.served += 1;
-            cx.metrics.messages_out += 1;
-            cx.metrics.bytes_out += len as u64;
-        }
-    }
-}
-
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// Flushes tungstenite's output: `None` if all is well (done, or blocked
-/// with the rest queued), else what the error means.
-fn flush(ws: &mut WebSocket<Socket>) -> Option<Disposition> {
-    match ws.flush() {
-        Ok(()) => None,
-        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => None,
-        Err(e) => Some(ws::classify(e)),
     }
 }
 

@@ -293,7 +293,7 @@ enum HeadError {
 
 /// The answer to a complete request head.
 #[derive(Debug)]
-enum Decision {
+pub enum Decision {
     /// Upgrade: the 101 response bytes.
     Upgrade(Vec<u8>),
     /// Refuse with an HTTP error.
@@ -339,6 +339,21 @@ fn read_head(
                 (head.len(), refuse(Refusal::new(RefusalKind::Malformed, 400, format!("malformed HTTP request: {e}"))))
             }
         }));
+    }
+}
+
+/// Parses a complete request head and decides what to answer (what the
+/// handshake does once the head is in; public for the benches). `None` if
+/// the head is incomplete.
+pub fn decide_head(head: &[u8], policy: &Policy, routes: Routes) -> Option<Decision> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(_)) => Some(decide(&request, policy, routes)),
+        Ok(httparse::Status::Partial) => None,
+        Err(e) => {
+            Some(Decision::Refuse(Refusal::new(RefusalKind::Malformed, 400, format!("malformed HTTP request: {e}"))))
+        }
     }
 }
 

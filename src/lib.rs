@@ -8,6 +8,7 @@
 //!
 //! - [`server`]: the event loop: poll, dispatch by token, accept, sweep.
 //! - [`connection`]: one connection's state machine (handshaking, open, closing).
+//! - [`cycle`]: the per-message hot path of an open connection (generic, benchable).
 //! - [`handshake`]: the opening handshake: request head, refusals, the 101.
 //! - [`ws`]: tungstenite's configuration and what its errors mean.
 //! - [`handler`]: what the application does with a message (echo).
@@ -24,6 +25,7 @@
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod cycle;
 pub mod handler;
 pub mod handshake;
 pub mod http;

@@ -28,6 +28,18 @@ use std::net::Shutdown;
 
 use mio::net::TcpStream;
 
+/// What the hot path needs to know of a stream beyond `Read + Write`.
+pub trait OutputState {
+    /// Bytes the last write left unsent (queued in tungstenite).
+    fn pending_output(&self) -> usize;
+}
+
+impl OutputState for Socket {
+    fn pending_output(&self) -> usize {
+        self.pending_output as usize
+    }
+}
+
 /// A receive buffer: bytes `start..end` of `data` are received and not yet
 /// consumed. Offsets are `u32` (buffers are at most a few hundred KiB) to keep
 /// the placeholder every connection carries small.
@@ -157,11 +169,6 @@ impl Socket {
             self.lent.end = 0;
         }
         std::mem::swap(&mut self.lent, buf);
-    }
-
-    /// Output still queued in tungstenite after the last write attempt.
-    pub fn pending_output(&self) -> usize {
-        self.pending_output as usize
     }
 
     /// Whether the last write attempt left output queued (the caller wants WRITABLE).

@@ -129,3 +129,18 @@ fn out_of_descriptors_does_not_spin_and_recovers() {
         }
     });
 }
+
+#[test]
+fn bad_flags_exit_2_and_a_taken_port_exits_1_naming_it() {
+    let output = Command::new(env!("CARGO_BIN_EXE_wsloop")).args(["--max-message-size", "lots"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--max-message-size"), "{stderr}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_wsloop")).args(["--listen", &addr]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&addr) && stderr.contains("in use"), "{stderr}");
+}

@@ -5,3 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --all-targets
 scripts/autobahn.sh
+scripts/browser-test.sh

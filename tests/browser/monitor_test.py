@@ -116,8 +116,10 @@ def run(driver, base_url, screenshot_dir):
              lambda d: el(d, "ws-state").get_attribute("data-state") == "open")
     wait_for(driver, "the first /stats poll to be shown",
              lambda d: value(d, "server-messages-received") is not None)
-    check(value(driver, "server-connections") >= 1,
-          f"server shows {el(driver, 'server-connections').text!r} open connections; the page's own should count")
+    # The first poll may have been answered before the WebSocket was accepted:
+    # wait for one that counts the page's own connection.
+    wait_for(driver, "the server's open connections (#server-connections) to count the page's own",
+             lambda d: (value(d, "server-connections") or 0) >= 1)
     server_before = value(driver, "server-messages-received")
     stats_before = server_stats(base_url)
 

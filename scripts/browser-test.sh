@@ -24,7 +24,8 @@ mkdir -p target
 log="$root/target/browser-test-server.log"
 
 # Port 0: the server picks a free port and says which in its first log line.
-RUST_LOG=info target/release/wsloop --listen 127.0.0.1:0 >"$log" 2>&1 &
+# A short stats interval, so the page's "recent" latency window fills during the test.
+RUST_LOG=info target/release/wsloop --listen 127.0.0.1:0 --stats-interval 3s >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 addr=""

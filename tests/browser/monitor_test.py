@@ -171,6 +171,9 @@ def run(driver, base_url, screenshot_dir):
     wait_for(driver, "the burst of 50 to finish (#burst-result)",
              lambda d: "50 round trips" in el(d, "burst-result").text)
     check(value(driver, "received-count") == 52, f"after the burst #received-count is {el(driver, 'received-count').text}")
+    wait_for(driver, "the server-wide figures to count the burst (messages received +52, TEXT frames +51)",
+             lambda d: (value(d, "server-messages-received") or 0) >= server_before + 52
+             and (value(d, "frames-received-text") or 0) >= stats_before["frames_received"]["text"] + 51)
 
     # The server's recent latency window (browser-test.sh starts it with
     # --stats-interval 3s) shows the burst once a window holding it closes.

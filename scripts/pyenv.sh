@@ -4,12 +4,13 @@
 #   kosoku             drives the Autobahn TestSuite case files (scripts/autobahn.sh)
 #   websockets         a server we did not write, for loadgen's interop test
 #   prometheus_client  a real Prometheus text parser, for the /metrics test
+#   selenium           drives headless Chromium for the monitor page's browser test
 # Versions are pinned so that a run today and a run next month test the same thing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/target/pyenv"
-stamp="$venv/.installed-v1"
-packages=(kosoku==0.1.0 websockets==15.0.1 prometheus_client==0.22.1)
+stamp="$venv/.installed-v2"
+packages=(kosoku==0.1.0 websockets==15.0.1 prometheus_client==0.22.1 selenium==4.51.0)
 
 if [ ! -f "$stamp" ]; then
   python=${PYTHON:-python3}

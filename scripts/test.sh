@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (the README's, and what CI runs): every unit and
-# integration test, then the Autobahn TestSuite conformance run.
+# integration test, the Autobahn TestSuite conformance run, then the monitor
+# page in headless Chromium (scripts/browser-test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --all-targets
 scripts/autobahn.sh
+scripts/browser-test.sh

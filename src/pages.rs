@@ -26,7 +26,12 @@ pub struct Source<'a> {
 pub fn respond(route: Route, method: &str, target: &str, source: &Source<'_>) -> Response {
     let snapshot = || Snapshot::new(source.metrics, source.config, source.listen, source.uptime);
     let mut response = match route {
-        Route::Monitor => Response::ok("text/html; charset=utf-8", MONITOR_PAGE.as_bytes().to_vec()),
+        // Cross-origin isolation lets the page's performance.now() tick in
+        // microseconds rather than 100 us steps; it loads nothing from elsewhere.
+        Route::Monitor => Response::ok("text/html; charset=utf-8", MONITOR_PAGE.as_bytes().to_vec())
+            .with_header("Cross-Origin-Opener-Policy", "same-origin")
+            .with_header("Cross-Origin-Embedder-Policy", "require-corp")
+            .with_header("Cache-Control", "no-cache"),
         Route::Stats => Response::ok("application/json", snapshot().to_json()).with_header("Cache-Control", "no-store"),
         Route::Metrics => Response::ok(
             "text/plain; version=0.0.4; charset=utf-8",

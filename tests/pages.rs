@@ -124,6 +124,7 @@ fn routes_answer_404_405_and_head_correctly() {
     assert_eq!(page.status, 200);
     assert!(page.head.contains("Content-Type: text/html"));
     assert!(page.body.contains("<html"));
+    assert!(page.head.contains("Cross-Origin-Embedder-Policy: require-corp"), "{}", page.head);
     assert_eq!(get(server.addr, "/nope").status, 404);
     let post = http_exchange(server.addr, b"POST /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(post.status, 405);

@@ -32,6 +32,7 @@ pub mod shutdown;
 pub mod socket;
 pub mod token;
 pub mod units;
+pub mod wire;
 pub mod ws;
 
 pub use config::{Config, Mode};

@@ -483,10 +483,14 @@ impl Client {
         let expected = Expected { encoding: *encoding, payload: &payload[..] };
         let mut receive = Receive::new(self.id, &mut self.seq, stats, *mode, *window, *now_ns, expected.payload.len());
         self.inbound.feed(&rx[..n], &expected, &mut receive).map_err(End::Protocol)?;
+        if receive.ping.is_none() && receive.close.is_none() {
+            return Ok(());
+        }
         let (ping, close) = (receive.ping.take(), receive.close.take());
         self.after_input(ping, close)
     }
 
+    #[cold]
     fn after_input(&mut self, ping: Option<PingPayload>, close: Option<Option<u16>>) -> Result<(), End> {
         if let Some(ping) = ping {
             let pong = frames::pong(&ping.bytes[..ping.len], self.mask);
@@ -514,8 +518,16 @@ impl Client {
     }
 
     /// What a failed read or write means, counted, as a [`Step`].
+    #[inline]
     fn settle(&mut self, result: Result<(), End>, cx: &mut Context) -> Step {
-        let Err(end) = result else { return Step::Keep };
+        match result {
+            Ok(()) => Step::Keep,
+            Err(end) => self.settle_end(end, cx),
+        }
+    }
+
+    #[cold]
+    fn settle_end(&mut self, end: End, cx: &mut Context) -> Step {
         let id = self.id;
         let sent = self.seq.next_seq;
         match end {
@@ -729,6 +741,7 @@ struct Receive<'a> {
 }
 
 impl<'a> Receive<'a> {
+    #[inline]
     fn new(
         id: u32,
         seq: &'a mut Tracker,

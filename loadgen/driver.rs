@@ -25,7 +25,6 @@ use std::{
     io,
     sync::{
         atomic::{AtomicBool, Ordering},
-        mpsc::Sender,
         Arc, Condvar, Mutex,
     },
     time::Duration,
@@ -40,7 +39,7 @@ use crate::{
     client::{Client, Context, Step, CLOSE_TIMEOUT_NS},
     handshake::RequestTemplate,
     plan::{Phase, Schedule, Window},
-    progress::Snapshot,
+    progress::{Snapshot, SnapshotSink},
     stats::{Failure, Stats},
     sys::{CpuTime, Timer},
 };
@@ -159,13 +158,13 @@ impl Drop for GateTicket {
 }
 
 /// Runs one loop to the end of the run.
-pub fn run(share: Share, common: Arc<Common>, snapshots: Sender<Snapshot>) -> io::Result<LoopResult> {
+pub fn run(share: Share, common: Arc<Common>, snapshots: impl SnapshotSink) -> io::Result<LoopResult> {
     let mut ticket = GateTicket { common: common.clone(), used: false };
     let driver = Driver::new(share, common, snapshots)?;
     driver.run(&mut ticket)
 }
 
-struct Driver {
+struct Driver<S> {
     poll: Poll,
     clients: Slab<Client>,
     cx: Context,
@@ -179,7 +178,7 @@ struct Driver {
     phase: Phase,
     share: Share,
     common: Arc<Common>,
-    snapshots: Sender<Snapshot>,
+    snapshots: S,
     /// Ramp: connections still to start.
     to_open: u64,
     /// Connection attempts started, for `--connect-rate`.
@@ -209,8 +208,8 @@ fn key_of(token: Token) -> Option<usize> {
     token.0.checked_sub(1)
 }
 
-impl Driver {
-    fn new(share: Share, common: Arc<Common>, snapshots: Sender<Snapshot>) -> io::Result<Driver> {
+impl<S: SnapshotSink> Driver<S> {
+    fn new(share: Share, common: Arc<Common>, snapshots: S) -> io::Result<Driver<S>> {
         let settings = &common.settings;
         let poll = Poll::new()?;
         let mut timer = Timer::new()?;
@@ -576,7 +575,6 @@ impl Driver {
             errors: stats.errors_total(),
             latency: (self.phase != Phase::Ramp && !stats.latency.is_empty()).then(|| stats.latency.clone()),
         };
-        // The receiver is gone only if the main thread is exiting anyway.
-        let _ = self.snapshots.send(snapshot);
+        self.snapshots.deliver(snapshot);
     }
 }

@@ -63,13 +63,24 @@ impl FrameTemplate {
     /// Writes `stamp` into the frame (masked) and returns the whole frame.
     #[inline]
     pub fn stamp(&mut self, stamp: &Stamp) -> &[u8] {
-        let mut plain = [0u8; 64];
-        let len = self.encoding.stamp_len();
-        stamp.write(self.encoding, &mut plain);
-        let out = &mut self.bytes[self.payload_at..self.payload_at + len];
-        for (dst, src) in out.chunks_exact_mut(8).zip(plain[..len].chunks_exact(8)) {
-            let word = u64::from_ne_bytes(src.try_into().expect("8 bytes")) ^ self.mask8;
-            dst.copy_from_slice(&word.to_ne_bytes());
+        match self.encoding {
+            Encoding::Binary => {
+                let out = &mut self.bytes[self.payload_at..self.payload_at + BINARY_STAMP_LEN];
+                for (dst, word) in out.chunks_exact_mut(8).zip(stamp.to_words()) {
+                    // The word's bytes in wire order, XORed with the mask in wire order.
+                    let masked = u64::from_ne_bytes(word.to_le_bytes()) ^ self.mask8;
+                    dst.copy_from_slice(&masked.to_ne_bytes());
+                }
+            }
+            Encoding::Text => {
+                let mut plain = [0u8; 64];
+                stamp.write(Encoding::Text, &mut plain);
+                let out = &mut self.bytes[self.payload_at..self.payload_at + plain.len()];
+                for (dst, src) in out.chunks_exact_mut(8).zip(plain.chunks_exact(8)) {
+                    let masked = u64::from_ne_bytes(src.try_into().expect("8 bytes")) ^ self.mask8;
+                    dst.copy_from_slice(&masked.to_ne_bytes());
+                }
+            }
         }
         &self.bytes
     }

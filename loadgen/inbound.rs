@@ -17,7 +17,7 @@ use tungstenite::protocol::frame::{
     coding::{Control, Data, OpCode},
     FrameHeader,
 };
-use wsloop::wire::{Encoding, Stamp};
+use wsloop::wire::{Encoding, Stamp, WireError};
 
 /// Largest control frame payload (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -76,13 +76,35 @@ pub struct Inbound {
     mismatch: bool,
     /// Payload bytes of the current data message so far.
     message_len: u64,
-    /// The message's stamp, collected as it arrives.
+    /// The message's stamp, collected as it arrives when it is split across reads.
     stamp: [u8; 64],
+    /// The stamp, read straight from the input when it arrived in one piece (the usual case).
+    decoded: Option<Result<Stamp, WireError>>,
     /// The current control frame's payload.
     control: [u8; MAX_CONTROL_PAYLOAD],
     control_len: u8,
     /// A close frame was received: anything after it is ignored.
     closed: bool,
+    /// The raw bytes of the last header tungstenite parsed, and its result.
+    /// An echo server sends the same header for every message, so a header
+    /// whose bytes equal these is known without parsing it again (the
+    /// header's length is fixed by its first two bytes, so equal bytes mean
+    /// an equal header).
+    memo_raw: [u8; MAX_FRAME_HEADER],
+    memo_len: u8,
+    memo: Option<(FrameHeader, u64)>,
+    /// Set when the remembered header is a complete (final, unfragmented)
+    /// text or binary frame: a message that starts with those bytes and is
+    /// wholly in the input is checked in one step (see [`Inbound::feed`]).
+    whole: Option<WholeMessage>,
+}
+
+/// The shape of the remembered header, when it is a whole message.
+#[derive(Debug, Clone, Copy)]
+struct WholeMessage {
+    header_len: usize,
+    payload_len: usize,
+    is_text: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,9 +129,14 @@ impl Default for Inbound {
             mismatch: false,
             message_len: 0,
             stamp: [0; 64],
+            decoded: None,
             control: [0; MAX_CONTROL_PAYLOAD],
             control_len: 0,
             closed: false,
+            memo_raw: [0; MAX_FRAME_HEADER],
+            memo_len: 0,
+            memo: None,
+            whole: None,
         }
     }
 }
@@ -135,6 +162,21 @@ impl Inbound {
         expected: &Expected<'_>,
         handler: &mut impl Handler,
     ) -> Result<(), ProtocolViolation> {
+        // Fast path, for the usual input of an echo client: whole messages
+        // carrying the header parsed last. Same checks as the general path
+        // below, without its per-frame state changes.
+        if let Some(whole) = self.whole {
+            let end = whole.header_len + whole.payload_len;
+            while self.frame == Frame::None
+                && self.carry_len == 0
+                && !self.in_message
+                && data.len() >= end
+                && same_bytes(&data[..whole.header_len], &self.memo_raw[..whole.header_len])
+            {
+                handler.echo(check_whole(&data[whole.header_len..end], whole.is_text, expected));
+                data = &data[end..];
+            }
+        }
         while !data.is_empty() && !self.closed {
             if self.frame == Frame::None {
                 let used = self.start_frame(data)?;
@@ -166,11 +208,26 @@ impl Inbound {
     #[inline]
     fn start_frame(&mut self, data: &[u8]) -> Result<usize, ProtocolViolation> {
         let parsed = if self.carry_len == 0 {
-            let mut cursor = Cursor::new(data);
-            match FrameHeader::parse(&mut cursor) {
-                Ok(Some(header)) => Some((header, cursor.position() as usize)),
-                Ok(None) => None,
-                Err(_) => return Err(ProtocolViolation("reserved opcode")),
+            let memo_len = usize::from(self.memo_len);
+            match &self.memo {
+                Some(memo) if data.len() >= memo_len && same_bytes(&data[..memo_len], &self.memo_raw[..memo_len]) => {
+                    Some((memo.clone(), memo_len))
+                }
+                _ => {
+                    let mut cursor = Cursor::new(data);
+                    match FrameHeader::parse(&mut cursor) {
+                        Ok(Some(header)) => {
+                            let used = cursor.position() as usize;
+                            self.memo_raw[..used].copy_from_slice(&data[..used]);
+                            self.memo_len = used as u8;
+                            self.whole = whole_message(&header.0, header.1, used);
+                            self.memo = Some(header.clone());
+                            Some((header, used))
+                        }
+                        Ok(None) => None,
+                        Err(_) => return Err(ProtocolViolation("reserved opcode")),
+                    }
+                }
             }
         } else {
             // Complete the carried header with the first bytes of `data`.
@@ -235,6 +292,7 @@ impl Inbound {
     fn begin_message(&mut self, opcode: Data) {
         self.message_len = 0;
         self.mismatch = false;
+        self.decoded = None;
         self.is_text = opcode == Data::Text;
     }
 
@@ -247,7 +305,10 @@ impl Inbound {
                 self.message_len += chunk.len() as u64;
                 let stamp_len = expected.encoding.stamp_len().min(expected.payload.len());
                 let mut chunk_at = 0;
-                if offset < stamp_len {
+                if offset == 0 && chunk.len() >= stamp_len && stamp_len > 0 {
+                    self.decoded = Some(Stamp::read(expected.encoding, &chunk[..stamp_len]));
+                    chunk_at = stamp_len;
+                } else if offset < stamp_len {
                     let n = (stamp_len - offset).min(chunk.len());
                     self.stamp[offset..offset + n].copy_from_slice(&chunk[..n]);
                     chunk_at = n;
@@ -299,11 +360,53 @@ impl Inbound {
         if self.mismatch {
             return Echo::Corrupt("payload differs from what was sent");
         }
-        match Stamp::read(expected.encoding, &self.stamp) {
+        match self.decoded.take().unwrap_or_else(|| Stamp::read(expected.encoding, &self.stamp)) {
             Ok(stamp) => Echo::Intact(stamp),
             Err(_) => Echo::Corrupt("stamp damaged"),
         }
     }
+}
+
+/// Whether `header` (of `header_len` bytes, announcing `payload_len`) is a
+/// complete, valid text or binary frame from a server.
+fn whole_message(header: &FrameHeader, payload_len: u64, header_len: usize) -> Option<WholeMessage> {
+    let is_text = match header.opcode {
+        OpCode::Data(Data::Text) => true,
+        OpCode::Data(Data::Binary) => false,
+        _ => return None,
+    };
+    let valid = header.is_final && header.mask.is_none() && !(header.rsv1 || header.rsv2 || header.rsv3);
+    let payload_len = usize::try_from(payload_len).ok()?;
+    valid.then_some(WholeMessage { header_len, payload_len, is_text })
+}
+
+/// Checks a message that arrived whole: the same checks, in the same order,
+/// as [`Inbound::check_message`] makes on a message assembled piece by piece.
+#[inline]
+fn check_whole(payload: &[u8], is_text: bool, expected: &Expected<'_>) -> Echo {
+    if expected.payload.is_empty() {
+        return Echo::Corrupt("unexpected data message");
+    }
+    if payload.len() != expected.payload.len() {
+        return Echo::Corrupt("wrong length");
+    }
+    if is_text != (expected.encoding == Encoding::Text) {
+        return Echo::Corrupt("wrong opcode (text/binary)");
+    }
+    let stamp_len = expected.encoding.stamp_len();
+    if payload[stamp_len..] != expected.payload[stamp_len..] {
+        return Echo::Corrupt("payload differs from what was sent");
+    }
+    match Stamp::read(expected.encoding, payload) {
+        Ok(stamp) => Echo::Intact(stamp),
+        Err(_) => Echo::Corrupt("stamp damaged"),
+    }
+}
+
+/// Byte equality of two short slices, without a call to `memcmp`.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 #[cfg(test)]
@@ -407,7 +510,17 @@ mod tests {
     fn corruption_is_caught_and_named() {
         let template = payload_template(Encoding::Binary, 100);
         let expected = Expected { encoding: Encoding::Binary, payload: &template };
-        let run = |bytes: Vec<u8>| feed_in_pieces(&bytes, 13, &expected).echoes;
+        // Each case after an intact message (so the header is remembered),
+        // fed whole (fast path) and in pieces (general path): same verdicts.
+        let run = |bytes: Vec<u8>| {
+            let mut stream = frame(0x82, &message(Encoding::Binary, 100, 0));
+            stream.extend_from_slice(&bytes);
+            let whole = feed_in_pieces(&stream, stream.len(), &expected).echoes;
+            let pieces = feed_in_pieces(&stream, 13, &expected).echoes;
+            assert_eq!(whole, pieces);
+            assert!(matches!(whole[0], Echo::Intact(_)));
+            whole[1..].to_vec()
+        };
         let mut filler = message(Encoding::Binary, 100, 0);
         filler[80] ^= 1;
         assert_eq!(run(frame(0x82, &filler)), [Echo::Corrupt("payload differs from what was sent")]);
@@ -420,6 +533,25 @@ mod tests {
         long.push(0);
         assert_eq!(run(frame(0x82, &long)), [Echo::Corrupt("wrong length")]);
         assert_eq!(run(frame(0x81, &message(Encoding::Binary, 100, 0))), [Echo::Corrupt("wrong opcode (text/binary)")]);
+    }
+
+    #[test]
+    fn a_remembered_header_is_only_reused_for_identical_bytes() {
+        let template = payload_template(Encoding::Binary, 200);
+        let expected = Expected { encoding: Encoding::Binary, payload: &template };
+        let mut inbound = Inbound::default();
+        let mut seen = Seen::default();
+        let good = frame(0x82, &message(Encoding::Binary, 200, 0));
+        let short = frame(0x82, &message(Encoding::Binary, 200, 1)[..199]); // same first 3 header bytes
+        let text = frame(0x81, &message(Encoding::Binary, 200, 2));
+        for bytes in [&good, &short, &good, &text, &good] {
+            inbound.feed(bytes, &expected, &mut seen).unwrap();
+        }
+        assert!(matches!(seen.echoes[0], Echo::Intact(_)));
+        assert_eq!(seen.echoes[1], Echo::Corrupt("wrong length"));
+        assert!(matches!(seen.echoes[2], Echo::Intact(_)));
+        assert_eq!(seen.echoes[3], Echo::Corrupt("wrong opcode (text/binary)"));
+        assert!(matches!(seen.echoes[4], Echo::Intact(_)));
     }
 
     #[test]

@@ -45,7 +45,7 @@ use wsloop::{listener, wire::monotonic_ns};
 
 use crate::{
     cli::{Cli, Mode, Settings},
-    driver::{Common, Gate, Share},
+    driver::{Common, Gate, LoopResult, Share},
     handshake::RequestTemplate,
     progress::Progress,
     report::{Inputs, Outcome, Report},
@@ -93,44 +93,21 @@ fn run(settings: Settings) -> Result<u8, String> {
     let common = Arc::new(Common { settings: settings.clone(), request, gate: Gate::new(settings.threads), stop });
 
     let started_ns = monotonic_ns();
-    let (snapshots, snapshot_rx) = mpsc::channel();
-    let mut loops = Vec::new();
-    for share in shares(&settings) {
-        let (common, snapshots) = (common.clone(), snapshots.clone());
-        let index = share.index;
-        let handle = thread::Builder::new()
-            .name(format!("loadgen-{index}"))
-            .spawn(move || driver::run(share, common, snapshots))
-            .map_err(|e| format!("cannot start thread {index}: {e}"))?;
-        loops.push(handle);
-    }
-    drop(snapshots);
-
-    // Until every loop has finished (and dropped its sender): snapshots in, ticks out.
     let mut progress = Progress::new(settings.threads, started_ns, settings.progress);
-    let mut next_tick = started_ns + TICK.as_nanos() as u64;
-    loop {
-        let wait = next_tick.saturating_sub(monotonic_ns());
-        match snapshot_rx.recv_timeout(Duration::from_nanos(wait)) {
-            Ok(snapshot) => progress.update(snapshot),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        let now = monotonic_ns();
-        if now >= next_tick {
-            progress.tick(now);
-            next_tick += TICK.as_nanos() as u64;
-        }
-    }
+    let results = if settings.threads == 1 {
+        // One loop runs on the main thread: the process stays single-threaded,
+        // which spares every system call glibc's cancellation bookkeeping
+        // (about 60 instructions per message).
+        let share = shares(&settings).remove(0);
+        vec![driver::run(share, common, &mut progress).map_err(|e| format!("event loop failed: {e}"))?]
+    } else {
+        run_threads(&settings, &common, &mut progress)?
+    };
 
     let mut stats = Stats::default();
     let mut window_ns = 0;
     let mut window_cpu = CpuTime::default();
-    for (index, handle) in loops.into_iter().enumerate() {
-        let result = handle
-            .join()
-            .map_err(|_| format!("event loop {index} panicked"))?
-            .map_err(|e| format!("event loop {index} failed: {e}"))?;
+    for result in &results {
         stats.merge(&result.stats);
         window_ns = window_ns.max(result.window.len_ns());
         window_cpu.add(&result.cpu);
@@ -158,6 +135,48 @@ fn run(settings: Settings) -> Result<u8, String> {
         eprintln!("loadgen: {reason}");
     }
     Ok(outcome.exit_code)
+}
+
+/// Runs one loop per thread; the main thread turns their snapshots into ticks.
+fn run_threads(settings: &Settings, common: &Arc<Common>, progress: &mut Progress) -> Result<Vec<LoopResult>, String> {
+    let (snapshots, snapshot_rx) = mpsc::channel();
+    let mut loops = Vec::new();
+    for share in shares(settings) {
+        let (common, snapshots) = (common.clone(), snapshots.clone());
+        let index = share.index;
+        let handle = thread::Builder::new()
+            .name(format!("loadgen-{index}"))
+            .spawn(move || driver::run(share, common, snapshots))
+            .map_err(|e| format!("cannot start thread {index}: {e}"))?;
+        loops.push(handle);
+    }
+    drop(snapshots);
+
+    // Until every loop has finished (and dropped its sender): snapshots in, ticks out.
+    let mut next_tick = monotonic_ns() + TICK.as_nanos() as u64;
+    loop {
+        let wait = next_tick.saturating_sub(monotonic_ns());
+        match snapshot_rx.recv_timeout(Duration::from_nanos(wait)) {
+            Ok(snapshot) => progress.update(snapshot),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let now = monotonic_ns();
+        if now >= next_tick {
+            progress.tick(now);
+            next_tick += TICK.as_nanos() as u64;
+        }
+    }
+    loops
+        .into_iter()
+        .enumerate()
+        .map(|(index, handle)| {
+            handle
+                .join()
+                .map_err(|_| format!("event loop {index} panicked"))?
+                .map_err(|e| format!("event loop {index} failed: {e}"))
+        })
+        .collect()
 }
 
 /// Splits the run between the loops: connections (and with them the rate)

@@ -28,6 +28,34 @@ pub struct Snapshot {
     pub latency: Option<Histogram<u64>>,
 }
 
+/// Where a loop delivers its snapshots: a channel to the main thread, or,
+/// when the only loop runs on the main thread, the [`Progress`] itself.
+pub trait SnapshotSink {
+    fn deliver(&mut self, snapshot: Snapshot);
+}
+
+impl SnapshotSink for std::sync::mpsc::Sender<Snapshot> {
+    fn deliver(&mut self, snapshot: Snapshot) {
+        // The receiver is gone only if the main thread is exiting anyway.
+        let _ = self.send(snapshot);
+    }
+}
+
+/// The single loop on the main thread ticks once per snapshot (once a second).
+impl SnapshotSink for Progress {
+    fn deliver(&mut self, snapshot: Snapshot) {
+        let at = snapshot.at_ns;
+        self.update(snapshot);
+        self.tick(at);
+    }
+}
+
+impl<T: SnapshotSink> SnapshotSink for &mut T {
+    fn deliver(&mut self, snapshot: Snapshot) {
+        (**self).deliver(snapshot);
+    }
+}
+
 /// One second of the run, all loops together.
 #[derive(Debug, Clone, Serialize)]
 pub struct Tick {
@@ -80,7 +108,10 @@ impl Progress {
             p50_us: None,
             p99_us: None,
         };
-        let mut latency: Option<Histogram<u64>> = None;
+        // Cumulative latency of all loops: the one loop's own histogram when
+        // there is only one (no copy), a merged copy otherwise.
+        let mut merged: Option<Histogram<u64>> = None;
+        let mut only: Option<&Histogram<u64>> = None;
         for (i, (latest, previous)) in self.latest.iter().zip(&self.previous).enumerate() {
             let Some(latest) = latest else { continue };
             if i == 0 {
@@ -98,15 +129,20 @@ impl Progress {
                 }
             }
             if let Some(h) = &latest.latency {
-                match &mut latency {
-                    None => latency = Some(h.clone()),
-                    Some(sum) => {
+                match (&mut merged, only) {
+                    (None, None) => only = Some(h),
+                    (None, Some(first)) => {
+                        let mut sum = first.clone();
+                        let _ = sum.add(h);
+                        merged = Some(sum);
+                    }
+                    (Some(sum), _) => {
                         let _ = sum.add(h);
                     }
                 }
             }
         }
-        if let Some(h) = latency.filter(|h| !h.is_empty()) {
+        if let Some(h) = merged.as_ref().or(only).filter(|h| !h.is_empty()) {
             tick.p50_us = Some(h.value_at_quantile(0.5) as f64 / 1e3);
             tick.p99_us = Some(h.value_at_quantile(0.99) as f64 / 1e3);
         }

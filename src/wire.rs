@@ -97,15 +97,21 @@ impl std::fmt::Display for WireError {
 impl std::error::Error for WireError {}
 
 impl Stamp {
+    /// The binary form as four 64-bit words: word `i` is bytes `8i..8i+8`
+    /// read as little-endian. Lets a sender patch (and mask) the stamp with
+    /// four word operations instead of 32 byte operations.
+    #[inline]
+    pub fn to_words(&self) -> [u64; 4] {
+        [self.seq, self.intended_ns, self.sent_ns, u64::from(self.connection) | u64::from(self.check()) << 32]
+    }
+
     /// The 32-byte binary form.
     #[inline]
     pub fn to_bytes(&self) -> [u8; BINARY_STAMP_LEN] {
         let mut out = [0u8; BINARY_STAMP_LEN];
-        out[0..8].copy_from_slice(&self.seq.to_le_bytes());
-        out[8..16].copy_from_slice(&self.intended_ns.to_le_bytes());
-        out[16..24].copy_from_slice(&self.sent_ns.to_le_bytes());
-        out[24..28].copy_from_slice(&self.connection.to_le_bytes());
-        out[28..32].copy_from_slice(&self.check().to_le_bytes());
+        for (chunk, word) in out.chunks_exact_mut(8).zip(self.to_words()) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
         out
     }
 
@@ -260,6 +266,15 @@ mod tests {
             assert_eq!(Stamp::from_bytes(&changed), Err(WireError::BadCheck), "bit {bit}");
         }
         assert_eq!(Stamp::from_bytes(&[0; BINARY_STAMP_LEN]), Err(WireError::BadCheck));
+    }
+
+    #[test]
+    fn words_are_the_bytes_in_little_endian() {
+        let stamp = sample();
+        let bytes = stamp.to_bytes();
+        for (i, word) in stamp.to_words().iter().enumerate() {
+            assert_eq!(word.to_le_bytes(), bytes[8 * i..8 * i + 8]);
+        }
     }
 
     #[test]

@@ -168,6 +168,7 @@ impl Inbound {
         if let Some(whole) = self.whole {
             let end = whole.header_len + whole.payload_len;
             while self.frame == Frame::None
+                && !self.closed
                 && self.carry_len == 0
                 && !self.in_message
                 && data.len() >= end

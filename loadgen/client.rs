@@ -49,15 +49,21 @@ const PENDING_KEEP: usize = 64 << 10;
 /// Everything a connection may use during a call: the loop's buffers, its
 /// statistics and the run's parameters. Owned by the loop, lent per call.
 pub struct Context {
+    /// The workload, which decides what to send and when.
     pub mode: Mode,
+    /// Binary or text data messages (the stamp's encoding).
     pub encoding: Encoding,
     /// Echo mode: messages to keep in flight per connection.
     pub pipeline: u64,
+    /// `--message-timeout`: an echo later than this is missing.
     pub message_timeout_ns: u64,
+    /// `--connect-timeout`: from `connect()` to the 101.
     pub connect_timeout_ns: u64,
     /// The payload every data message carries (stamp area aside); empty in idle mode.
     pub payload: Vec<u8>,
+    /// The handshake request every connection sends (with its own key).
     pub request: RequestTemplate,
+    /// The loop's figures.
     pub stats: Stats,
     /// The loop's receive buffer: every read lands here and is parsed in place.
     pub rx: Box<[u8]>,
@@ -98,9 +104,13 @@ enum State {
 }
 
 struct Handshaking {
+    /// This connection's request (its own `Sec-WebSocket-Key`).
     request: Vec<u8>,
+    /// Bytes of it the kernel has taken.
     written: usize,
+    /// The `Sec-WebSocket-Accept` the 101 must carry.
     expected_accept: String,
+    /// The response so far (it may arrive in pieces).
     response: Vec<u8>,
 }
 
@@ -135,7 +145,9 @@ enum End {
 }
 
 pub struct Client {
+    /// The socket, registered for READABLE | WRITABLE once (edge-triggered).
     stream: TcpStream,
+    /// Where the connection is in its life.
     state: State,
     /// Written into every stamp: an echo on the wrong connection is caught.
     id: u32,
@@ -147,7 +159,9 @@ pub struct Client {
     mask: [u8; 4],
     /// The premasked data (or ping) frame; built when the connection opens.
     frame: Option<FrameTemplate>,
+    /// The frame reader and checker.
     inbound: Inbound,
+    /// Which messages are in flight.
     seq: Tracker,
     /// Output the kernel did not take (socket buffer full); sent first on the next WRITABLE.
     pending: Vec<u8>,
@@ -722,21 +736,32 @@ fn random_mask(id: u32, now_ns: u64) -> [u8; 4] {
 
 /// A ping's payload, held until the pong can be written.
 struct PingPayload {
+    /// The payload (a control frame carries at most 125 bytes).
     bytes: [u8; 125],
+    /// Bytes of `bytes` in use.
     len: usize,
 }
 
 /// The echo checker: what the reader hands over, judged against the
 /// connection's sequence state, counted and timed.
 struct Receive<'a> {
+    /// The connection's id, which every intact echo must carry.
     id: u32,
+    /// The connection's sequence state.
     seq: &'a mut Tracker,
+    /// Where results are counted.
     stats: &'a mut Stats,
+    /// Idle mode expects pongs, the others data messages.
     mode: Mode,
+    /// Echoes of messages intended in it are measured.
     window: Window,
+    /// The receive time of everything in this read.
     now_ns: u64,
+    /// Payload bytes per echo, for the byte counters.
     payload_len: u64,
+    /// A ping to answer once the read is processed.
     ping: Option<PingPayload>,
+    /// A close frame received (with its code, if any).
     close: Option<Option<u16>>,
 }
 

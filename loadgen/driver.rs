@@ -75,6 +75,7 @@ const CHURN_FAILURE_PAUSE_NS: u64 = 10_000_000;
 /// What one loop is asked to do: its share of the run.
 #[derive(Debug, Clone)]
 pub struct Share {
+    /// The loop's number, from 0.
     pub index: usize,
     /// Connections to open (churn: connections open at a time).
     pub connections: u64,
@@ -88,8 +89,11 @@ pub struct Share {
 
 /// What every loop shares.
 pub struct Common {
+    /// The run's settings.
     pub settings: Settings,
+    /// The handshake request, built once.
     pub request: RequestTemplate,
+    /// Where the loops wait for each other before traffic starts.
     pub gate: Gate,
     /// Set by Ctrl-C (or SIGTERM): end the measurement now and report.
     pub stop: Arc<AtomicBool>,
@@ -98,6 +102,7 @@ pub struct Common {
 /// What a loop hands back when it is done.
 #[derive(Debug)]
 pub struct LoopResult {
+    /// The loop's figures.
     pub stats: Stats,
     /// The measurement window it used.
     pub window: Window,
@@ -107,8 +112,11 @@ pub struct LoopResult {
 
 /// Lets traffic start in every loop at once, after the slowest ramp.
 pub struct Gate {
+    /// Loops that have finished their ramp (or given up).
     arrived: Mutex<usize>,
+    /// Signalled at each arrival.
     all_here: Condvar,
+    /// Loops in the run.
     parties: usize,
 }
 
@@ -136,7 +144,9 @@ impl Gate {
 /// Arrives at the gate on drop if the loop never did (it failed or
 /// panicked before traffic), so that the other loops are not left waiting.
 struct GateTicket {
+    /// The gate (and the stop flag) to use.
     common: Arc<Common>,
+    /// Whether this loop has arrived already.
     used: bool,
 }
 
@@ -165,9 +175,13 @@ pub fn run(share: Share, common: Arc<Common>, snapshots: impl SnapshotSink) -> i
 }
 
 struct Driver<S> {
+    /// The loop's epoll instance.
     poll: Poll,
+    /// The connections; slab key = token − 1.
     clients: Slab<Client>,
+    /// What connections may use during a call (buffers, stats, run parameters).
     cx: Context,
+    /// Wakes the loop when the next scheduled send is due (nanosecond precision).
     timer: Timer,
     /// The deadline the timer is set for (0: not set).
     timer_set_for: u64,
@@ -175,9 +189,13 @@ struct Driver<S> {
     schedule: Option<Schedule>,
     /// Slab keys in schedule order.
     order: Vec<usize>,
+    /// Where the loop is in the run.
     phase: Phase,
+    /// This loop's part of the run.
     share: Share,
+    /// What all loops share.
     common: Arc<Common>,
+    /// Where the once-a-second snapshots go.
     snapshots: S,
     /// Ramp: connections still to start.
     to_open: u64,
@@ -189,12 +207,17 @@ struct Driver<S> {
     connect_pause_until: u64,
     /// Connections created, for their ids and source addresses.
     created: u64,
+    /// When draining gives up on the echoes still in flight.
     drain_deadline: u64,
+    /// When closing gives up on the close handshakes still open.
     close_deadline: u64,
+    /// When the timeout sweep runs next.
     next_sweep: u64,
+    /// When the next snapshot is due.
     next_snapshot: u64,
-    /// Thread CPU time when the window opened, and used within it.
+    /// The thread's CPU time when the window opened.
     cpu_at_start: Option<CpuTime>,
+    /// The thread's CPU time used inside the window (set when it ends).
     cpu_window: CpuTime,
     /// Removals found while other borrows were live.
     to_remove: Vec<usize>,

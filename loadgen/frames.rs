@@ -26,6 +26,7 @@ use wsloop::wire::{Encoding, Stamp, BINARY_STAMP_LEN};
 /// A connection's data (or ping) frame, masked, with the stamp's place known.
 #[derive(Debug)]
 pub struct FrameTemplate {
+    /// The whole frame on the wire: header, mask key, masked payload.
     bytes: Box<[u8]>,
     /// Offset of the payload (after the 2 to 14 header bytes).
     payload_at: usize,
@@ -33,6 +34,7 @@ pub struct FrameTemplate {
     /// its length is a multiple of 8, so every 8-byte word meets the mask at
     /// the same phase.
     mask8: u64,
+    /// How the stamp is written (binary words or hex text).
     encoding: Encoding,
 }
 

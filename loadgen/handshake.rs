@@ -37,7 +37,9 @@ const MAX_RESPONSE_HEADERS: usize = 64;
 /// The request every connection sends, with the key's position.
 #[derive(Debug, Clone)]
 pub struct RequestTemplate {
+    /// The request as tungstenite formatted it.
     bytes: Vec<u8>,
+    /// Offset of the 24-character `Sec-WebSocket-Key` value in `bytes`.
     key_at: usize,
     /// Subprotocols offered, to check the server's choice against.
     offered: Vec<String>,
@@ -46,7 +48,9 @@ pub struct RequestTemplate {
 /// A connection's own request and the answer it expects.
 #[derive(Debug)]
 pub struct Request {
+    /// The request to send.
     pub bytes: Vec<u8>,
+    /// The `Sec-WebSocket-Accept` value the 101 must carry.
     pub expected_accept: String,
 }
 

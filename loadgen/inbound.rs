@@ -28,6 +28,7 @@ const MAX_FRAME_HEADER: usize = 14;
 /// What the data messages should look like.
 #[derive(Debug, Clone, Copy)]
 pub struct Expected<'a> {
+    /// How the stamp is written.
     pub encoding: Encoding,
     /// The payload as sent, stamp area aside ([`wsloop::wire::payload_template`]).
     /// Empty when no data messages are expected (idle mode).
@@ -64,9 +65,11 @@ pub struct ProtocolViolation(pub &'static str);
 pub struct Inbound {
     /// An incomplete frame header from the end of the last read.
     carry: [u8; MAX_FRAME_HEADER],
+    /// Bytes of `carry` in use.
     carry_len: u8,
     /// Inside a frame: what it is, and how many payload bytes are still to come.
     frame: Frame,
+    /// Payload bytes of the current frame not yet seen.
     frame_left: u64,
     /// A data message has started and its final frame has not arrived.
     in_message: bool,
@@ -82,6 +85,7 @@ pub struct Inbound {
     decoded: Option<Result<Stamp, WireError>>,
     /// The current control frame's payload.
     control: [u8; MAX_CONTROL_PAYLOAD],
+    /// Bytes of `control` in use.
     control_len: u8,
     /// A close frame was received: anything after it is ignored.
     closed: bool,
@@ -91,7 +95,9 @@ pub struct Inbound {
     /// header's length is fixed by its first two bytes, so equal bytes mean
     /// an equal header).
     memo_raw: [u8; MAX_FRAME_HEADER],
+    /// Bytes of `memo_raw` in use (0: nothing remembered).
     memo_len: u8,
+    /// tungstenite's result for those bytes: the header and the payload length.
     memo: Option<(FrameHeader, u64)>,
     /// Set when the remembered header is a complete (final, unfragmented)
     /// text or binary frame: a message that starts with those bytes and is
@@ -102,8 +108,11 @@ pub struct Inbound {
 /// The shape of the remembered header, when it is a whole message.
 #[derive(Debug, Clone, Copy)]
 struct WholeMessage {
+    /// Bytes of the header.
     header_len: usize,
+    /// Payload bytes it announces.
     payload_len: usize,
+    /// Text (opcode 0x1) rather than binary.
     is_text: bool,
 }
 

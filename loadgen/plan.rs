@@ -112,7 +112,9 @@ impl Phase {
 /// `[start_ns, end_ns)` are measured, whenever their echo arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
+    /// First intended send time measured.
     pub start_ns: u64,
+    /// First intended send time no longer measured.
     pub end_ns: u64,
 }
 

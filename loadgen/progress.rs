@@ -15,14 +15,21 @@ use crate::plan::Phase;
 /// One loop's state at one moment (cumulative since the loop started).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    /// Which loop sent it.
     pub loop_index: usize,
+    /// When (monotonic clock).
     pub at_ns: u64,
+    /// The loop's phase.
     pub phase: Phase,
+    /// Connections open.
     pub open: u64,
+    /// Echoes received so far, warm-up included.
     pub received_all: u64,
+    /// Their payload bytes.
     pub bytes_received_all: u64,
     /// Handshakes completed.
     pub handshakes: u64,
+    /// Errors so far.
     pub errors: u64,
     /// Latency measured so far in the window (none before it).
     pub latency: Option<Histogram<u64>>,
@@ -63,24 +70,33 @@ pub struct Tick {
     pub t_s: f64,
     /// The phase of the first loop (ramp, warmup, measure, drain, close).
     pub phase: &'static str,
+    /// Connections open in all loops.
     pub connections_open: u64,
     /// Echoes received per second (pongs in idle mode), warm-up included.
     pub messages_per_s: f64,
+    /// Echoed payload, 10^6 bytes per second.
     pub mb_per_s: f64,
+    /// Handshakes completed per second.
     pub handshakes_per_s: f64,
     /// Errors so far (cumulative).
     pub errors: u64,
-    /// Latency percentiles of the window so far, in microseconds.
+    /// Median latency of the window so far, in microseconds (none before the window opens).
     pub p50_us: Option<f64>,
+    /// 99th percentile of the window so far, in microseconds (none before the window opens).
     pub p99_us: Option<f64>,
 }
 
 /// Collects snapshots and produces ticks.
 pub struct Progress {
+    /// When loadgen started: ticks are stamped relative to it.
     start_ns: u64,
+    /// Each loop's latest snapshot.
     latest: Vec<Option<Snapshot>>,
+    /// Each loop's one before, for rates.
     previous: Vec<Option<Snapshot>>,
+    /// Every tick so far: the JSON timeline.
     pub ticks: Vec<Tick>,
+    /// Print the live line.
     show: bool,
 }
 

@@ -23,21 +23,31 @@ pub const SCHEMA: &str = "loadgen-report/1";
 
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// [`SCHEMA`].
     pub schema: &'static str,
+    /// The workload (`echo`, `rate`, `idle`, `churn`).
     pub mode: &'static str,
+    /// The target as given.
     pub url: String,
+    /// The run's parameters.
     pub settings: SettingsOut,
+    /// Success, or why not.
     pub result: Outcome,
     /// Length of the measurement window, seconds.
     pub window_s: f64,
+    /// What happened to the connections.
     pub connections: Connections,
+    /// Handshake latency and failures.
     pub handshake: Handshakes,
+    /// Counts and throughput of the window.
     pub messages: Messages,
     /// Round trip from each message's intended send time (ping RTT in idle mode).
     pub latency_us: Latency,
     /// Rate mode: round trip from the actual send time (what ignoring coordinated omission reports).
     pub latency_uncorrected_us: Option<Latency>,
+    /// Every error by kind.
     pub errors: Errors,
+    /// loadgen's own CPU time.
     pub cpu: Cpu,
     /// One entry per second of the run.
     pub timeline: Vec<Tick>,
@@ -45,27 +55,45 @@ pub struct Report {
 
 #[derive(Debug, Serialize)]
 pub struct SettingsOut {
+    /// `--connections`.
     pub connections: u64,
+    /// `--threads`.
     pub threads: usize,
+    /// `--size`.
     pub size_bytes: usize,
+    /// `binary` or `text`.
     pub encoding: &'static str,
+    /// `--pipeline`.
     pub pipeline: u32,
+    /// `--rate`.
     pub rate_per_s: Option<u64>,
+    /// `--messages`.
     pub messages: Option<u64>,
+    /// `--duration`.
     pub duration_s: f64,
+    /// `--warmup`.
     pub warmup_s: f64,
+    /// `--connect-rate`.
     pub connect_rate_per_s: Option<u64>,
+    /// `--connect-batch`.
     pub connect_batch: usize,
+    /// `--connect-timeout`.
     pub connect_timeout_s: f64,
+    /// `--message-timeout`.
     pub message_timeout_s: f64,
+    /// `--ping-interval`.
     pub ping_interval_s: f64,
+    /// `--max-errors`.
     pub max_errors: u64,
+    /// `--source-ip`.
     pub source_ips: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Clone)]
 pub struct Outcome {
+    /// Whether the run succeeded.
     pub ok: bool,
+    /// The process's exit status.
     pub exit_code: u8,
     /// Why the run failed (one line), if it did.
     pub reason: Option<String>,
@@ -79,6 +107,7 @@ pub struct Connections {
     pub established: u64,
     /// Attempts that failed (see `handshake.failures`).
     pub failed: u64,
+    /// Most connections open at once.
     pub peak_open: u64,
     /// Open connections that the server closed or reset (`errors.closed + errors.reset`).
     pub dropped: u64,
@@ -92,7 +121,9 @@ pub struct Handshakes {
     pub per_s: Option<f64>,
     /// From `connect()` to the complete 101 response.
     pub latency_us: Latency,
+    /// Failed attempts by kind (every kind present, zeros included).
     pub failures: BTreeMap<&'static str, u64>,
+    /// Non-101 responses by status code.
     pub http_statuses: BTreeMap<String, u64>,
 }
 
@@ -102,7 +133,9 @@ pub struct Messages {
     pub sent: u64,
     /// Their echoes received intact (whenever they arrived).
     pub received: u64,
+    /// Payload bytes of `sent`.
     pub bytes_sent: u64,
+    /// Payload bytes of `received`.
     pub bytes_received: u64,
     /// `received / window_s`.
     pub per_s: f64,
@@ -118,15 +151,25 @@ pub struct Messages {
 
 #[derive(Debug, Serialize, Clone, Copy)]
 pub struct Latency {
+    /// Values recorded.
     pub count: u64,
+    /// Smallest value.
     pub min: f64,
+    /// Arithmetic mean.
     pub mean: f64,
+    /// Standard deviation.
     pub stdev: f64,
+    /// Median.
     pub p50: f64,
+    /// 90th percentile.
     pub p90: f64,
+    /// 99th percentile.
     pub p99: f64,
+    /// 99.9th percentile.
     pub p99_9: f64,
+    /// 99.99th percentile.
     pub p99_99: f64,
+    /// Largest value.
     pub max: f64,
 }
 
@@ -134,12 +177,19 @@ pub struct Latency {
 pub struct Errors {
     /// Everything `--max-errors` is compared with: `connect_failures` plus every fault below.
     pub total: u64,
+    /// Failed connection attempts.
     pub connect_failures: u64,
+    /// See [`Fault::Corrupt`].
     pub corrupt: u64,
+    /// See [`Fault::Missing`].
     pub missing: u64,
+    /// See [`Fault::Duplicate`].
     pub duplicate: u64,
+    /// See [`Fault::Closed`].
     pub closed: u64,
+    /// See [`Fault::Reset`].
     pub reset: u64,
+    /// See [`Fault::Protocol`].
     pub protocol: u64,
     /// The first occurrence of each kind, described.
     pub first: BTreeMap<&'static str, String>,
@@ -147,15 +197,17 @@ pub struct Errors {
 
 #[derive(Debug, Serialize)]
 pub struct Cpu {
-    /// CPU time of the loop threads inside the measurement window.
+    /// User time of the loop threads inside the measurement window.
     pub window_user_s: f64,
+    /// System time of the same threads in the same window.
     pub window_system_s: f64,
     /// Window CPU time over the window length: 1.0 is one core busy.
     pub cores_busy: f64,
     /// Window CPU time per message received, microseconds.
     pub per_message_us: Option<f64>,
-    /// The whole process, start to exit (ramp, close and reporting included).
+    /// User time of the whole process, start to exit (ramp, close and reporting included).
     pub process_user_s: f64,
+    /// System time of the whole process.
     pub process_system_s: f64,
 }
 
@@ -193,12 +245,19 @@ impl Latency {
 
 /// Everything the report is built from.
 pub struct Inputs<'a> {
+    /// The run's settings.
     pub settings: &'a Settings,
+    /// All loops' figures, merged.
     pub stats: &'a Stats,
+    /// The measurement window's length (the longest of the loops').
     pub window_ns: u64,
+    /// The loops' CPU time inside their windows.
     pub window_cpu: CpuTime,
+    /// The whole process's CPU time.
     pub process_cpu: CpuTime,
+    /// One entry per second.
     pub timeline: Vec<Tick>,
+    /// Success, or why not.
     pub outcome: Outcome,
 }
 

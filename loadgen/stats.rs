@@ -149,12 +149,16 @@ pub struct Stats {
     pub handshake: Histogram<u64>,
     /// Data messages (pings in idle mode) sent and echoed in the window, and their payload bytes.
     pub sent: u64,
+    /// Their echoes, received intact.
     pub received: u64,
+    /// Payload bytes of `sent`.
     pub bytes_sent: u64,
+    /// Payload bytes of `received`.
     pub bytes_received: u64,
     /// Every echo whatever its send time, warm-up included: what the live
     /// line shows as current activity.
     pub received_all: u64,
+    /// Payload bytes of `received_all`.
     pub bytes_received_all: u64,
     /// Connections that completed the handshake.
     pub opened: u64,

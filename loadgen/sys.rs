@@ -14,7 +14,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// CPU time used, in nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CpuTime {
+    /// Time running loadgen's own code.
     pub user_ns: u64,
+    /// Time in the kernel on loadgen's behalf (system calls: here, most of it).
     pub system_ns: u64,
 }
 
@@ -63,6 +65,7 @@ fn rusage(who: libc::c_int) -> CpuTime {
 /// nanosecond the next message is due.
 #[derive(Debug)]
 pub struct Timer {
+    /// The timerfd; closed on drop.
     fd: OwnedFd,
 }
 

@@ -16,7 +16,11 @@ struct Wsloop {
 
 impl Wsloop {
     fn start() -> Wsloop {
-        let config = wsloop::Config { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+        Wsloop::with(wsloop::Config::default())
+    }
+
+    fn with(config: wsloop::Config) -> Wsloop {
+        let config = wsloop::Config { listen: "127.0.0.1:0".parse().unwrap(), ..config };
         let mut server = wsloop::Server::bind(config).expect("bind wsloop");
         let addr: SocketAddr = server.local_addr();
         let stop = server.stop_handle();
@@ -178,6 +182,19 @@ fn churn_mode_measures_handshakes() {
     assert!(run.int("/handshake/count") >= cycles);
     assert!(run.int("/connections/established") > 8, "connections are replaced");
     assert_eq!(run.int("/connections/peak_open"), 8);
+}
+
+#[test]
+fn subprotocols_are_negotiated_and_checked() {
+    let config = wsloop::Config { subprotocol: vec!["chat.v2".into()], ..Default::default() };
+    let server = Wsloop::with(config);
+    let agreed =
+        run(&server, &["-c", "3", "--subprotocol", "chat.v1,chat.v2", "-H", "X-Test: 1", "-d", "1s", "--warmup", "0"]);
+    assert_clean(&agreed);
+    // The server selects none of these: RFC 6455 lets the client fail the connection, and loadgen does.
+    let refused = run(&server, &["-c", "3", "--subprotocol", "other", "-d", "1s", "--warmup", "0"]);
+    assert_eq!(refused.code, Some(1), "{refused:#?}");
+    assert_eq!(refused.int("/handshake/failures/bad_response"), 3);
 }
 
 #[test]

@@ -1,1 +1,266 @@
-fn main() {}
+//! `loadgen`: the load generator that saturates wsloop and tells the truth
+//! about latency.
+//!
+//! # Layout
+//!
+//! - `cli`: flags, defaults and the checked [`cli::Settings`].
+//! - `driver`: one mio event loop per thread: slab of connections, ramp,
+//!   phases, open-loop send timer, sweep.
+//! - `client`: one connection's state machine and its hot path.
+//! - `handshake`: the request (tungstenite-built) and the 101's checks.
+//! - `frames`: premasked outgoing frames, stamp patched per message.
+//! - `inbound`: incoming frames parsed and verified in place.
+//! - `plan`: the open-loop schedule, phases, the measurement window.
+//! - `stats`: histograms, counters and error kinds, merged across loops.
+//! - `progress`: the once-a-second live line and timeline.
+//! - `report`, `hgrm`: the summary, the JSON document and the `.hgrm` file.
+//! - `sys`: getrusage, timerfd, source-address binding.
+//!
+//! The payload layout it shares with servers is `wsloop::wire`.
+
+mod cli;
+mod client;
+mod driver;
+mod frames;
+mod handshake;
+mod hgrm;
+mod inbound;
+mod plan;
+mod progress;
+mod report;
+mod stats;
+mod sys;
+
+use std::{
+    fs::File,
+    io::{BufWriter, IsTerminal, Write},
+    process::ExitCode,
+    sync::{atomic::AtomicBool, mpsc, Arc},
+    thread,
+    time::Duration,
+};
+
+use clap::Parser;
+use wsloop::{listener, wire::monotonic_ns};
+
+use crate::{
+    cli::{Cli, Mode, Settings},
+    driver::{Common, Gate, LoopResult, Share},
+    handshake::RequestTemplate,
+    progress::Progress,
+    report::{Inputs, Outcome, Report},
+    stats::{Failure, Stats},
+    sys::CpuTime,
+};
+
+/// Descriptors loadgen needs besides its connections: stdio, epoll and
+/// timer per loop, the signal pipe, output files.
+const SPARE_FDS: u64 = 64;
+
+/// How often the live line (and the JSON timeline) is updated.
+const TICK: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match cli.into_settings(std::io::stderr().is_terminal()) {
+        Ok(settings) => settings,
+        Err(message) => {
+            // Same shape and exit status (2) as clap's own errors.
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(settings) {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("loadgen: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the whole test; `Err` is a one-line reason to exit 1 without a report.
+fn run(settings: Settings) -> Result<u8, String> {
+    check_limits(&settings)?;
+    let request = RequestTemplate::new(&settings.uri, &settings.headers, &settings.subprotocols)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // First Ctrl-C: end the measurement now and report; second: exit at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+            .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    }
+    let common = Arc::new(Common { settings: settings.clone(), request, gate: Gate::new(settings.threads), stop });
+
+    let started_ns = monotonic_ns();
+    let mut progress = Progress::new(settings.threads, started_ns, settings.progress);
+    let results = if settings.threads == 1 {
+        // One loop runs on the main thread: the process stays single-threaded,
+        // which spares every system call glibc's cancellation bookkeeping
+        // (about 60 instructions per message).
+        let share = shares(&settings).remove(0);
+        vec![driver::run(share, common, &mut progress).map_err(|e| format!("event loop failed: {e}"))?]
+    } else {
+        run_threads(&settings, &common, &mut progress)?
+    };
+
+    let mut stats = Stats::default();
+    let mut window_ns = 0;
+    let mut window_cpu = CpuTime::default();
+    for result in &results {
+        stats.merge(&result.stats);
+        window_ns = window_ns.max(result.window.len_ns());
+        window_cpu.add(&result.cpu);
+    }
+
+    let outcome = judge(&settings, &stats);
+    let report = Report::new(Inputs {
+        settings: &settings,
+        stats: &stats,
+        window_ns,
+        window_cpu,
+        process_cpu: CpuTime::process(),
+        timeline: std::mem::take(&mut progress.ticks),
+        outcome: outcome.clone(),
+    });
+    print!("{}", report.summary(&settings));
+    let _ = std::io::stdout().flush();
+    if let Some(path) = &settings.json {
+        write_file(path, |out| serde_json::to_writer_pretty(&mut *out, &report).map_err(std::io::Error::from))?;
+    }
+    if let Some(path) = &settings.hgrm {
+        write_file(path, |out| hgrm::write(&stats.latency, out))?;
+    }
+    if let Some(reason) = &outcome.reason {
+        eprintln!("loadgen: {reason}");
+    }
+    Ok(outcome.exit_code)
+}
+
+/// Runs one loop per thread; the main thread turns their snapshots into ticks.
+fn run_threads(settings: &Settings, common: &Arc<Common>, progress: &mut Progress) -> Result<Vec<LoopResult>, String> {
+    let (snapshots, snapshot_rx) = mpsc::channel();
+    let mut loops = Vec::new();
+    for share in shares(settings) {
+        let (common, snapshots) = (common.clone(), snapshots.clone());
+        let index = share.index;
+        let handle = thread::Builder::new()
+            .name(format!("loadgen-{index}"))
+            .spawn(move || driver::run(share, common, snapshots))
+            .map_err(|e| format!("cannot start thread {index}: {e}"))?;
+        loops.push(handle);
+    }
+    drop(snapshots);
+
+    // Until every loop has finished (and dropped its sender): snapshots in, ticks out.
+    let mut next_tick = monotonic_ns() + TICK.as_nanos() as u64;
+    loop {
+        let wait = next_tick.saturating_sub(monotonic_ns());
+        match snapshot_rx.recv_timeout(Duration::from_nanos(wait)) {
+            Ok(snapshot) => progress.update(snapshot),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let now = monotonic_ns();
+        if now >= next_tick {
+            progress.tick(now);
+            next_tick += TICK.as_nanos() as u64;
+        }
+    }
+    loops
+        .into_iter()
+        .enumerate()
+        .map(|(index, handle)| {
+            handle
+                .join()
+                .map_err(|_| format!("event loop {index} panicked"))?
+                .map_err(|e| format!("event loop {index} failed: {e}"))
+        })
+        .collect()
+}
+
+/// Splits the run between the loops: connections (and with them the rate)
+/// as evenly as they divide, so every connection gets the same rate.
+fn shares(settings: &Settings) -> Vec<Share> {
+    let threads = settings.threads as u64;
+    let split = |total: u64, i: u64| total / threads + u64::from(i < total % threads);
+    (0..threads)
+        .map(|i| {
+            let connections = split(settings.connections, i);
+            Share {
+                index: i as usize,
+                connections,
+                rate: settings.rate.map(|rate| rate as f64 * connections as f64 / settings.connections as f64),
+                quota: settings.messages.map(|messages| split(messages, i)),
+                connect_rate: settings.connect_rate.map(|rate| rate as f64 / threads as f64),
+            }
+        })
+        .collect()
+}
+
+/// Refuses runs that cannot work on this machine, before opening anything.
+fn check_limits(settings: &Settings) -> Result<(), String> {
+    let needed = settings.connections + SPARE_FDS;
+    match listener::raise_fd_limit() {
+        Ok(limit) if limit < needed => {
+            return Err(format!(
+                "{} connections need about {needed} file descriptors, but the limit is {limit}; raise it (ulimit -n)",
+                settings.connections
+            ))
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("loadgen: warning: cannot read the open-file limit: {e}"),
+    }
+    if let Some(ports) = ephemeral_ports() {
+        let sources = settings.source_ips.len().max(1) as u64;
+        if settings.mode != Mode::Churn && settings.connections > ports * sources {
+            return Err(format!(
+                "{} connections to one address need more than the {ports} local ports per source address \
+                 (net.ipv4.ip_local_port_range); add --source-ip 127.0.0.2 (and more)",
+                settings.connections
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Size of the kernel's ephemeral port range, if readable.
+fn ephemeral_ports() -> Option<u64> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut bounds = range.split_whitespace().map(|n| n.parse::<u64>());
+    let (low, high) = (bounds.next()?.ok()?, bounds.next()?.ok()?);
+    Some(high.checked_sub(low)? + 1)
+}
+
+/// Success, or the one-line reason for failure.
+fn judge(settings: &Settings, stats: &Stats) -> Outcome {
+    let describe = |pairs: Vec<(&str, u64)>| {
+        pairs.into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+    };
+    let failures: Vec<(&str, u64)> = Failure::ALL.iter().map(|f| (f.as_str(), stats.failures[*f as usize])).collect();
+    if stats.opened == 0 {
+        let reason = format!(
+            "target {} unreachable: no connection succeeded ({})",
+            settings.url,
+            if stats.failures_total() == 0 { "no attempt finished".to_string() } else { describe(failures) }
+        );
+        return Outcome { ok: false, exit_code: 1, reason: Some(reason) };
+    }
+    let total = stats.errors_total();
+    if total > settings.max_errors {
+        let mut kinds: Vec<(&str, u64)> = failures;
+        kinds.extend(stats::Fault::ALL.iter().map(|f| (f.as_str(), stats.faults[*f as usize])));
+        let reason = format!("{total} errors ({}) exceed --max-errors {}", describe(kinds), settings.max_errors);
+        return Outcome { ok: false, exit_code: 1, reason: Some(reason) };
+    }
+    Outcome { ok: true, exit_code: 0, reason: None }
+}
+
+fn write_file(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut out = BufWriter::new(File::create(path).map_err(fail)?);
+    write(&mut out).and_then(|_| out.flush()).map_err(fail)
+}

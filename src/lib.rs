@@ -21,6 +21,8 @@
 //!   `/stats` JSON, `/metrics` Prometheus text and log-line renderings.
 //! - [`http`], [`pages`]: plain HTTP routes and responses; the monitor page.
 //! - [`config`], [`units`]: the configuration; parsing `16MiB` and `10s`.
+//! - [`wire`]: the stamped payload layout loadgen sends (sequence number,
+//!   send times), shared so any tool can read it.
 
 pub mod clock;
 pub mod config;
@@ -38,6 +40,7 @@ pub mod socket;
 pub mod stats;
 pub mod token;
 pub mod units;
+pub mod wire;
 pub mod ws;
 
 pub use config::{Config, Mode};

@@ -1,0 +1,465 @@
+//! The command line, and the checked [`Settings`] the run uses.
+//!
+//! Every flag also reads a `LOADGEN_...` environment variable (flag first,
+//! then the variable, then the default), and every default is a named
+//! constant with the reason for its value. Numbers take the suffixes
+//! `wsloop` uses (`10k`, `512B`, `4KiB`, `250ms`, `5s`).
+
+use std::{
+    net::{IpAddr, SocketAddr, ToSocketAddrs},
+    path::PathBuf,
+    time::Duration,
+};
+
+use clap::{Parser, ValueEnum};
+use tungstenite::http::Uri;
+use wsloop::{
+    units::{parse_count, parse_duration, parse_size},
+    wire::Encoding,
+};
+
+/// Where to connect when no `--url` is given: wsloop's default address.
+pub const DEFAULT_URL: &str = "ws://127.0.0.1:9001/";
+
+/// Connections opened when `-c` is not given: enough to load one server core.
+pub const DEFAULT_CONNECTIONS: &str = "100";
+
+/// Connection attempts in flight at once during the ramp when no
+/// `--connect-rate` is set: as fast as the server accepts, in batches that
+/// stay well inside a 4096 listen backlog (a full backlog drops SYNs and
+/// costs a 1 s retransmit, which would show up as handshake latency).
+pub const DEFAULT_CONNECT_BATCH: usize = 256;
+
+/// Time from `connect()` to the 101 before an attempt counts as failed.
+/// Longer than one SYN retransmit (1 s) plus a busy server's accept delay.
+pub const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
+
+/// Payload bytes per message: a typical small chat/game/trading message, and
+/// the size the project's efficiency targets are stated for.
+pub const DEFAULT_SIZE: &str = "512B";
+
+/// Largest payload accepted: wsloop's default message limit.
+pub const MAX_SIZE: usize = 16 << 20;
+
+/// Measurement length.
+pub const DEFAULT_DURATION: &str = "10s";
+
+/// Traffic before measuring starts: lets the server's caches, allocator and
+/// the kernel's socket buffers settle.
+pub const DEFAULT_WARMUP: &str = "1s";
+
+/// How long an echo may take before the message counts as missing; also how
+/// long the run waits for echoes still in flight after the window ends.
+pub const DEFAULT_MESSAGE_TIMEOUT: &str = "5s";
+
+/// Ping period in idle mode: uWebSockets' scale test uses 16 s, under the
+/// 30 s to 120 s idle timeouts servers and load balancers commonly use.
+pub const DEFAULT_PING_INTERVAL: &str = "16s";
+
+/// Most messages in flight per connection (`--pipeline`).
+const MAX_PIPELINE: u32 = 1 << 16;
+
+/// What the connections do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Closed loop: each connection keeps --pipeline messages in flight and
+    /// sends the next one when an echo returns. The throughput benchmark.
+    Echo,
+    /// Open loop: --rate messages per second in total on a fixed schedule;
+    /// latency counts from each message's intended send time. The latency benchmark.
+    Rate,
+    /// Open the connections and hold them for --duration, pinging every
+    /// --ping-interval. The c10k test.
+    Idle,
+    /// Connect, exchange one message, close, repeat, on --connections slots.
+    /// The handshake benchmark.
+    Churn,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Rate => "rate",
+            Mode::Idle => "idle",
+            Mode::Churn => "churn",
+        }
+    }
+}
+
+/// A WebSocket load generator that tells the truth about latency.
+///
+/// Opens --connections to a WebSocket echo server, drives them in one of four
+/// modes, checks every echo byte for byte, and reports throughput, latency
+/// percentiles (from each message's intended send time) and errors by kind.
+/// Exits 0 on success, 1 if the target cannot be reached or errors exceed
+/// --max-errors, 2 on bad flags.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version)]
+pub struct Cli {
+    /// Target, ws://HOST:PORT/PATH (wss:// is not supported: put TLS in front of the server).
+    #[arg(long, env = "LOADGEN_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+
+    /// Workload.
+    #[arg(long, env = "LOADGEN_MODE", value_enum, default_value_t = Mode::Echo)]
+    /// The workload.
+    pub mode: Mode,
+
+    /// Connections to open (in churn mode: connections open at any moment), e.g. 10k.
+    #[arg(short = 'c', long, env = "LOADGEN_CONNECTIONS", default_value = DEFAULT_CONNECTIONS,
+          value_parser = parse_positive_count)]
+    /// Connections to open (churn: open at a time).
+    pub connections: u64,
+
+    /// Event loops (threads); connections and --rate are split evenly between them.
+    #[arg(short = 't', long, env = "LOADGEN_THREADS", default_value_t = 1, value_parser = parse_positive_count)]
+    pub threads: u64,
+
+    /// New connections per second during the ramp (default: as fast as the server accepts, in batches).
+    #[arg(long, env = "LOADGEN_CONNECT_RATE", value_parser = parse_positive_count)]
+    /// New connections per second in total, if paced.
+    pub connect_rate: Option<u64>,
+
+    /// Connection attempts in flight at once (per thread) while ramping up.
+    #[arg(long, env = "LOADGEN_CONNECT_BATCH", default_value_t = DEFAULT_CONNECT_BATCH as u64,
+          value_parser = parse_positive_count)]
+    pub connect_batch: u64,
+
+    /// Time allowed from connect() to the server's 101 response.
+    #[arg(long, env = "LOADGEN_CONNECT_TIMEOUT", default_value = DEFAULT_CONNECT_TIMEOUT,
+          value_parser = parse_positive_duration)]
+    /// From `connect()` to the 101.
+    pub connect_timeout: Duration,
+
+    /// Local address to connect from (repeatable): connections are spread
+    /// over them, each giving about 28,000 more ports per target (e.g. 127.0.0.2).
+    #[arg(long = "source-ip", env = "LOADGEN_SOURCE_IPS", value_delimiter = ',')]
+    pub source_ip: Vec<IpAddr>,
+
+    /// Extra request header, "Name: value" (repeatable).
+    #[arg(long = "header", short = 'H', env = "LOADGEN_HEADERS", value_parser = parse_header)]
+    pub header: Vec<(String, String)>,
+
+    /// Subprotocol to offer (repeatable); the server must select one of them.
+    #[arg(long = "subprotocol", env = "LOADGEN_SUBPROTOCOLS", value_delimiter = ',')]
+    pub subprotocol: Vec<String>,
+
+    /// Payload bytes per message (at least 32 for binary, 64 for text), e.g. 512 or 4KiB.
+    #[arg(short = 's', long, env = "LOADGEN_SIZE", default_value = DEFAULT_SIZE, value_parser = parse_size)]
+    /// Payload bytes per data message.
+    pub size: usize,
+
+    /// Send text messages (ASCII payload, opcode 0x1).
+    #[arg(long, env = "LOADGEN_TEXT", conflicts_with = "binary")]
+    pub text: bool,
+
+    /// Send binary messages (opcode 0x2); the default.
+    #[arg(long, env = "LOADGEN_BINARY")]
+    pub binary: bool,
+
+    /// Echo mode: messages each connection keeps in flight.
+    #[arg(short = 'k', long, env = "LOADGEN_PIPELINE", default_value_t = 1, value_parser = parse_pipeline)]
+    /// Echo mode: messages in flight per connection.
+    pub pipeline: u32,
+
+    /// Rate mode: messages per second in total, spread evenly over the connections, e.g. 50k.
+    #[arg(short = 'R', long, env = "LOADGEN_RATE", value_parser = parse_positive_count)]
+    /// Rate mode: messages per second in total.
+    pub rate: Option<u64>,
+
+    /// How long to measure, after the ramp and the warm-up, e.g. 30s.
+    #[arg(short = 'd', long, env = "LOADGEN_DURATION", default_value = DEFAULT_DURATION,
+          value_parser = parse_positive_duration)]
+    /// Length of the measurement window.
+    pub duration: Duration,
+
+    /// Traffic before the measurement starts; excluded from every figure.
+    #[arg(long, env = "LOADGEN_WARMUP", default_value = DEFAULT_WARMUP, value_parser = parse_duration)]
+    /// Traffic before the window, measured by nothing.
+    pub warmup: Duration,
+
+    /// Echo mode: stop after this many messages in total (or at --duration, whichever comes first).
+    #[arg(short = 'n', long, env = "LOADGEN_MESSAGES", value_parser = parse_positive_count)]
+    /// Echo mode: end the window after this many messages.
+    pub messages: Option<u64>,
+
+    /// An echo not back within this time counts as missing.
+    #[arg(long, env = "LOADGEN_MESSAGE_TIMEOUT", default_value = DEFAULT_MESSAGE_TIMEOUT,
+          value_parser = parse_positive_duration)]
+    /// Longest wait for an echo before the message counts as missing.
+    pub message_timeout: Duration,
+
+    /// Idle mode: time between pings on each connection.
+    #[arg(long, env = "LOADGEN_PING_INTERVAL", default_value = DEFAULT_PING_INTERVAL,
+          value_parser = parse_positive_duration)]
+    /// Idle mode: time between pings on each connection.
+    pub ping_interval: Duration,
+
+    /// Errors (failed connections and faults of any kind) tolerated before the run fails.
+    #[arg(long, env = "LOADGEN_MAX_ERRORS", default_value_t = 0)]
+    /// Errors tolerated before the run fails.
+    pub max_errors: u64,
+
+    /// Write the results as one JSON document to this file (field reference in loadgen/README.md).
+    #[arg(long, env = "LOADGEN_JSON")]
+    /// Where to write the JSON report.
+    pub json: Option<PathBuf>,
+
+    /// Write the latency distribution to this file in HdrHistogram's percentile format (.hgrm, milliseconds).
+    #[arg(long, env = "LOADGEN_HGRM")]
+    /// Where to write the latency percentile distribution.
+    pub hgrm: Option<PathBuf>,
+
+    /// No live progress line.
+    #[arg(short = 'q', long, env = "LOADGEN_QUIET", conflicts_with = "progress")]
+    pub quiet: bool,
+
+    /// Show the live progress line even when stderr is not a terminal.
+    #[arg(long, env = "LOADGEN_PROGRESS")]
+    pub progress: bool,
+}
+
+/// The checked, resolved configuration of a run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    /// The URL as given, for the report.
+    pub url: String,
+    /// The parsed URL, for the request line and Host header.
+    pub uri: Uri,
+    /// The address it resolved to.
+    pub target: SocketAddr,
+    pub connections: u64,
+    /// Event loops, one per thread.
+    pub threads: usize,
+    pub connect_rate: Option<u64>,
+    /// Connection attempts in flight per loop while ramping.
+    pub connect_batch: usize,
+    pub connect_timeout: Duration,
+    /// Local addresses to spread connections over (empty: the kernel's choice).
+    pub source_ips: Vec<IpAddr>,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+    /// Subprotocols offered; the server must pick one of them.
+    pub subprotocols: Vec<String>,
+    pub size: usize,
+    /// Binary or text messages.
+    pub encoding: Encoding,
+    pub pipeline: u32,
+    pub rate: Option<u64>,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub messages: Option<u64>,
+    pub message_timeout: Duration,
+    pub ping_interval: Duration,
+    pub max_errors: u64,
+    pub json: Option<PathBuf>,
+    pub hgrm: Option<PathBuf>,
+    /// Whether to print the live line (decided from --quiet, --progress and the terminal).
+    pub progress: bool,
+}
+
+impl Cli {
+    /// Checks what no single flag parser can, resolves the target, and
+    /// returns the run's settings; `Err` is a one-line reason (exit 2).
+    pub fn into_settings(self, stderr_is_terminal: bool) -> Result<Settings, String> {
+        let uri: Uri = self.url.parse().map_err(|e| format!("--url {:?} is not a URL: {e}", self.url))?;
+        match uri.scheme_str() {
+            Some("ws") => {}
+            Some("wss") => return Err("--url: wss:// is not supported; terminate TLS in front of the server".into()),
+            _ => return Err(format!("--url {:?} must start with ws://", self.url)),
+        }
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| format!("--url {:?} has no host", self.url))?;
+        let port = uri.port_u16().unwrap_or(80);
+        // Brackets around an IPv6 literal are URL syntax, not part of the address.
+        let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']');
+        let target = (host_for_lookup, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("--url: cannot resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("--url: {host} resolves to no address"))?;
+
+        let encoding = if self.text { Encoding::Text } else { Encoding::Binary };
+        let min_size = if self.mode == Mode::Idle { 0 } else { encoding.stamp_len() };
+        if self.size < min_size {
+            return Err(format!(
+                "--size {} is below the {min_size}-byte minimum for {} messages (the stamp: sequence number and times)",
+                self.size,
+                encoding.as_str()
+            ));
+        }
+        if self.size > MAX_SIZE {
+            return Err(format!("--size {} is above the {MAX_SIZE}-byte maximum", self.size));
+        }
+        match (self.mode, self.rate) {
+            (Mode::Rate, None) => return Err("--mode rate needs --rate (messages per second in total)".into()),
+            (Mode::Echo | Mode::Idle | Mode::Churn, Some(_)) => {
+                return Err(format!("--rate applies to --mode rate, not --mode {}", self.mode.as_str()))
+            }
+            _ => {}
+        }
+        if self.messages.is_some() && self.mode != Mode::Echo {
+            return Err("--messages applies to --mode echo".into());
+        }
+        if self.pipeline != 1 && self.mode != Mode::Echo {
+            return Err("--pipeline applies to --mode echo".into());
+        }
+        if self.threads > self.connections {
+            return Err(format!("--threads {} is more than --connections {}", self.threads, self.connections));
+        }
+        if self.threads > 1024 {
+            return Err("--threads is above 1024".into());
+        }
+        if self.source_ip.iter().any(|ip| ip.is_ipv4() != target.is_ipv4()) {
+            return Err("--source-ip must be of the same family (IPv4/IPv6) as the target".into());
+        }
+        if let Some(rate) = self.rate {
+            if rate < self.threads {
+                return Err(format!("--rate {rate} is below one message per second per thread"));
+            }
+        }
+        if self.mode == Mode::Idle && self.ping_interval < Duration::from_millis(10) {
+            return Err("--ping-interval must be at least 10ms".into());
+        }
+        Ok(Settings {
+            mode: self.mode,
+            url: self.url,
+            uri,
+            target,
+            connections: self.connections,
+            threads: self.threads as usize,
+            connect_rate: self.connect_rate,
+            connect_batch: usize::try_from(self.connect_batch).unwrap_or(usize::MAX),
+            connect_timeout: self.connect_timeout,
+            source_ips: self.source_ip,
+            headers: self.header,
+            subprotocols: self.subprotocol,
+            size: self.size,
+            encoding,
+            pipeline: self.pipeline,
+            rate: self.rate,
+            duration: self.duration,
+            warmup: self.warmup,
+            messages: self.messages,
+            message_timeout: self.message_timeout,
+            ping_interval: self.ping_interval,
+            max_errors: self.max_errors,
+            json: self.json,
+            hgrm: self.hgrm,
+            progress: !self.quiet && (self.progress || stderr_is_terminal),
+        })
+    }
+}
+
+impl Settings {
+    /// One line describing the run, for the summary's first line.
+    pub fn describe(&self) -> String {
+        use wsloop::units::format_duration;
+        let threads = if self.threads == 1 { "1 thread".to_string() } else { format!("{} threads", self.threads) };
+        let workload = match self.mode {
+            Mode::Echo => format!("{} B {}, pipeline {}", self.size, self.encoding.as_str(), self.pipeline),
+            Mode::Rate => format!("{} B {}, {} msgs/s", self.size, self.encoding.as_str(), self.rate.unwrap_or(0)),
+            Mode::Idle => format!("ping every {}", format_duration(self.ping_interval)),
+            Mode::Churn => format!("{} B {}, one message per connection", self.size, self.encoding.as_str()),
+        };
+        let length = match self.messages {
+            Some(n) => format!("{n} messages (at most {})", format_duration(self.duration)),
+            None => format_duration(self.duration),
+        };
+        format!(
+            "{} {}: {} connections ({threads}), {workload}, {length} after {} warm-up",
+            self.mode.as_str(),
+            self.url,
+            self.connections,
+            format_duration(self.warmup)
+        )
+    }
+}
+
+fn parse_positive_count(text: &str) -> Result<u64, String> {
+    match parse_count(text)? {
+        0 => Err("must be greater than 0".into()),
+        n => Ok(n),
+    }
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err("must be greater than 0".into());
+    }
+    Ok(duration)
+}
+
+fn parse_pipeline(text: &str) -> Result<u32, String> {
+    let n = parse_positive_count(text)?;
+    if n > u64::from(MAX_PIPELINE) {
+        return Err(format!("must be at most {MAX_PIPELINE}"));
+    }
+    Ok(n as u32)
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text.split_once(':').ok_or_else(|| format!("{text:?} is not \"Name: value\""))?;
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b)) {
+        return Err(format!("{name:?} is not a valid header name"));
+    }
+    Ok((name.to_string(), value.trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Result<Settings, String> {
+        let mut argv = vec!["loadgen"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map_err(|e| e.to_string())?.into_settings(false)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.mode, Mode::Echo);
+        assert_eq!(s.size, 512);
+        assert_eq!(s.connections, 100);
+        assert_eq!(s.target, "127.0.0.1:9001".parse().unwrap());
+        assert!(!s.progress);
+    }
+
+    #[test]
+    fn suffixes_and_modes() {
+        let s = settings(&["--mode", "rate", "-R", "20k", "-c", "1k", "-d", "250ms", "--text", "-s", "1KiB"]).unwrap();
+        assert_eq!(s.rate, Some(20_000));
+        assert_eq!(s.connections, 1000);
+        assert_eq!(s.duration, Duration::from_millis(250));
+        assert_eq!(s.encoding, Encoding::Text);
+        assert_eq!(s.size, 1024);
+    }
+
+    #[test]
+    fn bad_combinations_are_refused() {
+        assert!(settings(&["--mode", "rate"]).is_err(), "rate needs --rate");
+        assert!(settings(&["--rate", "100"]).is_err(), "--rate only in rate mode");
+        assert!(settings(&["--size", "31"]).is_err(), "below the binary stamp");
+        assert!(settings(&["--text", "--size", "63"]).is_err(), "below the text stamp");
+        assert!(settings(&["--text", "--binary"]).is_err());
+        assert!(settings(&["--url", "wss://example.com/"]).is_err());
+        assert!(settings(&["--url", "http://127.0.0.1/"]).is_err());
+        assert!(settings(&["-c", "2", "--threads", "3"]).is_err());
+        assert!(settings(&["--pipeline", "0"]).is_err());
+        assert!(settings(&["--header", "no colon"]).is_err());
+        assert!(settings(&["--duration", "0"]).is_err());
+        assert!(settings(&["--mode", "idle", "--messages", "10"]).is_err());
+    }
+
+    #[test]
+    fn headers_and_url_parts() {
+        let s = settings(&["--url", "ws://localhost:8080/chat?room=1", "-H", "Authorization: Bearer x"]).unwrap();
+        assert_eq!(s.target.port(), 8080);
+        assert_eq!(s.uri.path_and_query().unwrap().as_str(), "/chat?room=1");
+        assert_eq!(s.headers, vec![("Authorization".to_string(), "Bearer x".to_string())]);
+    }
+}

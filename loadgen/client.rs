@@ -1,0 +1,872 @@
+//! One connection: an explicit state machine driven by readiness events, the
+//! loop's send schedule and its periodic sweep.
+//!
+//! ```text
+//!   connect() ─▶ Connecting ─TCP up─▶ Handshaking ─101─▶ Open ─our close / peer close─▶ Closing ─▶ (removed)
+//!                    │ refused, timeout          │ HTTP error, bad 101, timeout           │ EOF or deadline
+//!                    └───────────────────────────┴──────────▶ (removed, failure counted) ◀─┘
+//! ```
+//!
+//! The hot path, per echoed message: one `read` into the loop's buffer
+//! (a short read means the socket is drained: no second `read` to collect
+//! `EAGAIN`), the echo checked where it lies ([`crate::inbound`]), one clock
+//! read, the stamp patched into the connection's premasked frame
+//! ([`crate::frames`]), one `write`. Nothing is allocated.
+//!
+//! The connection never closes its own socket: when finished it returns
+//! [`Step::Remove`] and the loop frees the slab slot (which closes the
+//! descriptor) after calling [`Client::on_remove`] for the bookkeeping.
+
+use std::{
+    io::{self, Read, Write},
+    net::{IpAddr, SocketAddr},
+    ops::Range,
+};
+
+use mio::{net::TcpStream, Interest, Registry, Token};
+use wsloop::wire::{Encoding, Stamp, BINARY_STAMP_LEN};
+
+use crate::{
+    cli::Mode,
+    frames::{self, FrameTemplate},
+    handshake::{self, Refused, RequestTemplate},
+    inbound::{Echo, Expected, Handler, Inbound, ProtocolViolation},
+    plan::{Schedule, Window},
+    stats::{self, Failure, Fault, Stats},
+    sys,
+};
+
+/// How long we wait for the server to answer our close frame and end the
+/// TCP connection before dropping it. RFC 6455 has the server close TCP
+/// first, so its side, not ours, holds the `TIME_WAIT` (which matters in
+/// churn mode: ours would exhaust the ephemeral ports in a minute).
+pub const CLOSE_TIMEOUT_NS: u64 = 2_000_000_000;
+
+/// Output kept for a blocked socket beyond which the buffer's memory is
+/// given back once drained (a stalled connection must not pin it forever).
+const PENDING_KEEP: usize = 64 << 10;
+
+/// Everything a connection may use during a call: the loop's buffers, its
+/// statistics and the run's parameters. Owned by the loop, lent per call.
+pub struct Context {
+    /// The workload, which decides what to send and when.
+    pub mode: Mode,
+    /// Binary or text data messages (the stamp's encoding).
+    pub encoding: Encoding,
+    /// Echo mode: messages to keep in flight per connection.
+    pub pipeline: u64,
+    /// `--message-timeout`: an echo later than this is missing.
+    pub message_timeout_ns: u64,
+    /// `--connect-timeout`: from `connect()` to the 101.
+    pub connect_timeout_ns: u64,
+    /// The payload every data message carries (stamp area aside); empty in idle mode.
+    pub payload: Vec<u8>,
+    /// The handshake request every connection sends (with its own key).
+    pub request: RequestTemplate,
+    /// The loop's figures.
+    pub stats: Stats,
+    /// The loop's receive buffer: every read lands here and is parsed in place.
+    pub rx: Box<[u8]>,
+    /// The loop's gather buffer, for writing several frames with one `write`.
+    pub out: Vec<u8>,
+    /// The clock at the current event (one read per event).
+    pub now_ns: u64,
+    /// Messages intended in this window are measured.
+    pub window: Window,
+    /// New messages may be sent (false during ramp, drain and close).
+    pub sending: bool,
+    /// Messages that may still be sent in the window (`--messages`; `u64::MAX` if unlimited).
+    pub quota_left: u64,
+    /// Connections in `Connecting` or `Handshaking`.
+    pub connecting: usize,
+    /// The loop is closing everything: a close from the server is the reply, not a fault.
+    pub closing_all: bool,
+}
+
+/// What the loop should do with a connection after a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Keep,
+    /// Finished: call [`Client::on_remove`] and free the slot.
+    Remove,
+}
+
+enum State {
+    /// `connect()` is in progress.
+    Connecting,
+    /// Sending the request, then reading the response.
+    Handshaking(Box<Handshaking>),
+    /// Messages flow.
+    Open,
+    /// A close frame has been sent (ours, or our reply to the server's);
+    /// waiting for the server to end the TCP connection.
+    Closing { deadline_ns: u64 },
+}
+
+struct Handshaking {
+    /// This connection's request (its own `Sec-WebSocket-Key`).
+    request: Vec<u8>,
+    /// Bytes of it the kernel has taken.
+    written: usize,
+    /// The `Sec-WebSocket-Accept` the 101 must carry.
+    expected_accept: String,
+    /// The response so far (it may arrive in pieces).
+    response: Vec<u8>,
+}
+
+/// Sequence bookkeeping: which messages are in flight and which are owed.
+#[derive(Debug, Default)]
+struct Tracker {
+    /// The next sequence number to send.
+    next_seq: u64,
+    /// The next sequence number expected back; `next_seq - expected` are in flight.
+    expected: u64,
+    /// When the last echo arrived, or the first message after a quiet spell
+    /// was sent: in-flight messages older than the timeout are missing.
+    progress_ns: u64,
+    /// Messages given up on at the last timeout: an echo of one of them is late, not a duplicate.
+    lost: Range<u64>,
+}
+
+impl Tracker {
+    fn in_flight(&self) -> u64 {
+        self.next_seq - self.expected
+    }
+}
+
+/// Why reading or writing an open connection stopped.
+enum End {
+    /// The server ended the TCP stream.
+    Eof,
+    Io(io::Error),
+    Protocol(ProtocolViolation),
+    /// The server sent a close frame (with this code).
+    PeerClose(Option<u16>),
+}
+
+pub struct Client {
+    /// The socket, registered for READABLE | WRITABLE once (edge-triggered).
+    stream: TcpStream,
+    /// Where the connection is in its life.
+    state: State,
+    /// Written into every stamp: an echo on the wrong connection is caught.
+    id: u32,
+    /// Position in the send schedule (rate and idle modes).
+    pub slot: u64,
+    /// When `connect()` was called: handshake latency and timeout start here.
+    connect_ns: u64,
+    /// This connection's masking key.
+    mask: [u8; 4],
+    /// The premasked data (or ping) frame; built when the connection opens.
+    frame: Option<FrameTemplate>,
+    /// The frame reader and checker.
+    inbound: Inbound,
+    /// Which messages are in flight.
+    seq: Tracker,
+    /// Output the kernel did not take (socket buffer full); sent first on the next WRITABLE.
+    pending: Vec<u8>,
+    /// A write came back short: nothing more is sent until `pending` drains.
+    write_blocked: bool,
+    /// The handshake completed (so removal counts as a closed connection, not an attempt).
+    opened: bool,
+}
+
+impl Client {
+    /// Starts connecting to `target` (from `source`), registered under `token`.
+    pub fn connect(
+        target: SocketAddr,
+        source: Option<IpAddr>,
+        id: u32,
+        token: Token,
+        registry: &Registry,
+        cx: &mut Context,
+    ) -> Result<Client, io::Error> {
+        let mut stream = sys::start_connect(target, source)?;
+        registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        cx.connecting += 1;
+        Ok(Client {
+            stream,
+            state: State::Connecting,
+            id,
+            slot: 0,
+            connect_ns: cx.now_ns,
+            mask: random_mask(id, cx.now_ns),
+            frame: None,
+            inbound: Inbound::default(),
+            seq: Tracker::default(),
+            pending: Vec::new(),
+            write_blocked: false,
+            opened: false,
+        })
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open)
+    }
+
+    /// Messages sent whose echo has not been accounted for.
+    pub fn in_flight(&self) -> u64 {
+        self.seq.in_flight()
+    }
+
+    /// Handles a readiness event.
+    pub fn on_ready(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+        schedule: Option<&Schedule>,
+        cx: &mut Context,
+    ) -> Step {
+        match self.state {
+            State::Connecting => {
+                if !(readable || writable) {
+                    return Step::Keep;
+                }
+                match self.connected() {
+                    Ok(false) => Step::Keep,
+                    Ok(true) => self.start_handshake(cx),
+                    Err(e) => self.fail(Failure::from_io(&e, false), format!("connect: {e}"), cx),
+                }
+            }
+            State::Handshaking(_) => self.handshake(writable, readable, cx),
+            State::Open => {
+                let result = self.serve(readable, writable, read_closed, schedule, cx);
+                self.settle(result, cx)
+            }
+            State::Closing { .. } => match self.read_until_end(read_closed, cx) {
+                Ok(()) => Step::Keep,
+                Err(_) => Step::Remove,
+            },
+        }
+    }
+
+    /// Echo mode: sends enough messages to have `--pipeline` in flight.
+    /// Called when traffic starts and after every batch of echoes.
+    pub fn top_up(&mut self, cx: &mut Context) -> Step {
+        let result = self.send_top_up(cx);
+        self.settle(result.map(|_| ()), cx)
+    }
+
+    /// Rate and idle modes: sends every message the schedule says is due by now.
+    pub fn send_due(&mut self, schedule: &Schedule, cx: &mut Context) -> Step {
+        let result = self.send_scheduled(schedule, cx);
+        self.settle(result, cx)
+    }
+
+    /// The periodic sweep: timeouts.
+    pub fn on_tick(&mut self, cx: &mut Context) -> Step {
+        let now = cx.now_ns;
+        match self.state {
+            State::Connecting if now.saturating_sub(self.connect_ns) > cx.connect_timeout_ns => {
+                self.fail(Failure::ConnectTimeout, "no TCP connection within --connect-timeout".into(), cx)
+            }
+            State::Handshaking(_) if now.saturating_sub(self.connect_ns) > cx.connect_timeout_ns => {
+                self.fail(Failure::HandshakeTimeout, "no handshake response within --connect-timeout".into(), cx)
+            }
+            State::Open => {
+                if self.seq.in_flight() > 0 && now.saturating_sub(self.seq.progress_ns) > cx.message_timeout_ns {
+                    self.give_up_in_flight("not echoed within --message-timeout", cx);
+                    if cx.mode == Mode::Churn {
+                        return self.begin_close(1000, cx);
+                    }
+                    return self.top_up(cx);
+                }
+                Step::Keep
+            }
+            State::Closing { deadline_ns } if now >= deadline_ns => {
+                cx.stats.close_timeouts += 1;
+                Step::Remove
+            }
+            _ => Step::Keep,
+        }
+    }
+
+    /// The run is over: messages still in flight will not be waited for.
+    pub fn finish(&mut self, cx: &mut Context) {
+        if self.is_open() {
+            self.give_up_in_flight("still in flight when the run ended", cx);
+        }
+    }
+
+    /// Starts a clean close with `code`. A connection still connecting is simply dropped.
+    pub fn begin_close(&mut self, code: u16, cx: &mut Context) -> Step {
+        match self.state {
+            State::Open => {
+                let frame = frames::close(code, self.mask);
+                if let Err(e) = self.write_or_keep(&frame) {
+                    let _ = e;
+                    return Step::Remove;
+                }
+                self.state = State::Closing { deadline_ns: cx.now_ns + CLOSE_TIMEOUT_NS };
+                Step::Keep
+            }
+            State::Closing { .. } => Step::Keep,
+            State::Connecting | State::Handshaking(_) => Step::Remove,
+        }
+    }
+
+    /// Bookkeeping before the loop frees the slot.
+    pub fn on_remove(&mut self, cx: &mut Context) {
+        if self.opened {
+            cx.stats.connection_gone();
+        } else {
+            cx.connecting -= 1;
+        }
+    }
+
+    // ----- connecting and the handshake -----
+
+    /// Whether the non-blocking connect has completed (`Err` if it failed).
+    fn connected(&self) -> io::Result<bool> {
+        if let Some(e) = self.stream.take_error()? {
+            return Err(e);
+        }
+        match self.stream.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn start_handshake(&mut self, cx: &mut Context) -> Step {
+        let request = cx.request.instantiate();
+        self.state = State::Handshaking(Box::new(Handshaking {
+            request: request.bytes,
+            written: 0,
+            expected_accept: request.expected_accept,
+            response: Vec::new(),
+        }));
+        self.handshake(true, true, cx)
+    }
+
+    fn handshake(&mut self, writable: bool, readable: bool, cx: &mut Context) -> Step {
+        let State::Handshaking(hs) = &mut self.state else { unreachable!("called while handshaking") };
+        if writable && hs.written < hs.request.len() {
+            match (&self.stream).write(&hs.request[hs.written..]) {
+                Ok(n) => hs.written += n,
+                Err(e) if is_retry(&e) => {}
+                Err(e) => return self.fail(Failure::from_io(&e, true), format!("sending the request: {e}"), cx),
+            }
+        }
+        if !readable || hs.written < hs.request.len() {
+            return Step::Keep;
+        }
+        loop {
+            match (&self.stream).read(&mut cx.rx) {
+                Ok(0) => return self.fail(Failure::Closed, "server closed the connection before answering".into(), cx),
+                Ok(n) => {
+                    hs.response.extend_from_slice(&cx.rx[..n]);
+                    match handshake::check_response(&hs.response, &hs.expected_accept, cx.request.offered()) {
+                        Ok(None) if n < cx.rx.len() => return Step::Keep,
+                        Ok(None) => continue,
+                        Ok(Some(head_len)) => {
+                            let tail = hs.response.split_off(head_len);
+                            return self.open(&tail, cx);
+                        }
+                        Err(Refused::Status(status)) => {
+                            cx.stats.count_http_status(status);
+                            let head = String::from_utf8_lossy(&hs.response);
+                            let line = head.lines().next().unwrap_or_default().to_string();
+                            return self.fail(Failure::HttpStatus, format!("server answered {line:?}"), cx);
+                        }
+                        Err(Refused::Invalid(why)) => return self.fail(Failure::BadResponse, why, cx),
+                    }
+                }
+                Err(e) if is_retry(&e) => return Step::Keep,
+                Err(e) => return self.fail(Failure::from_io(&e, true), format!("reading the response: {e}"), cx),
+            }
+        }
+    }
+
+    /// The 101 arrived: `tail` is whatever followed it in the same read.
+    fn open(&mut self, tail: &[u8], cx: &mut Context) -> Step {
+        self.state = State::Open;
+        self.opened = true;
+        cx.connecting -= 1;
+        cx.stats.connection_opened();
+        // Handshakes are measured during the ramp; in churn mode, where they
+        // are the workload, only those started inside the window.
+        let counted = cx.mode != Mode::Churn || cx.window.contains(self.connect_ns);
+        if counted {
+            stats::record(&mut cx.stats.handshake, cx.now_ns - self.connect_ns);
+        }
+        if cx.mode == Mode::Churn && counted {
+            cx.stats.handshakes_in_window += 1;
+        }
+        self.frame = Some(match cx.mode {
+            Mode::Idle => FrameTemplate::ping(self.mask),
+            _ => FrameTemplate::data(&cx.payload, cx.encoding, self.mask),
+        });
+        let mut result = if tail.is_empty() { Ok(()) } else { self.take_input(tail, cx) };
+        if result.is_ok() && cx.mode == Mode::Churn && cx.sending {
+            result = self.send_messages(1, None, cx);
+        }
+        self.settle(result, cx)
+    }
+
+    fn fail(&mut self, failure: Failure, detail: String, cx: &mut Context) -> Step {
+        let id = self.id;
+        cx.stats.count_failure(failure, || format!("connection {id}: {detail}"));
+        Step::Remove
+    }
+
+    // ----- open: reading -----
+
+    fn serve(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+        schedule: Option<&Schedule>,
+        cx: &mut Context,
+    ) -> Result<(), End> {
+        if writable && self.write_blocked {
+            self.flush_pending()?;
+            if !self.write_blocked {
+                // Unblocked: catch up with what came due meanwhile.
+                match (cx.mode, schedule) {
+                    (Mode::Rate | Mode::Idle, Some(schedule)) => self.send_scheduled(schedule, cx)?,
+                    (Mode::Echo, _) => self.send_top_up(cx).map(|_| ())?,
+                    _ => {}
+                }
+            }
+        }
+        if readable {
+            let before = self.seq.expected;
+            self.read_input(read_closed, cx)?;
+            if self.seq.expected != before {
+                match cx.mode {
+                    Mode::Echo => {
+                        self.send_top_up(cx)?;
+                    }
+                    Mode::Churn if self.seq.in_flight() == 0 => {
+                        if cx.window.contains(self.connect_ns) {
+                            cx.stats.cycles += 1;
+                        }
+                        return self.close_after_cycle(cx);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn close_after_cycle(&mut self, cx: &mut Context) -> Result<(), End> {
+        let frame = frames::close(1000, self.mask);
+        self.write_or_keep(&frame).map_err(End::Io)?;
+        self.state = State::Closing { deadline_ns: cx.now_ns + CLOSE_TIMEOUT_NS };
+        Ok(())
+    }
+
+    /// Reads until the socket is drained, checking every echo.
+    #[inline]
+    fn read_input(&mut self, read_closed: bool, cx: &mut Context) -> Result<(), End> {
+        loop {
+            let n = match (&self.stream).read(&mut cx.rx) {
+                Ok(0) => return Err(End::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(End::Io(e)),
+            };
+            self.consume(n, cx)?;
+            // A short read took everything there was (edge-triggered: more
+            // input raises a new event), unless the peer has half-closed, in
+            // which case read on to the end of the stream.
+            if n < cx.rx.len() && !read_closed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Bytes that arrived with the 101 (in the handshake's buffer, not the loop's).
+    fn take_input(&mut self, bytes: &[u8], cx: &mut Context) -> Result<(), End> {
+        let Context { stats, payload, encoding, mode, window, now_ns, .. } = cx;
+        let expected = Expected { encoding: *encoding, payload: &payload[..] };
+        let mut receive = Receive::new(self.id, &mut self.seq, stats, *mode, *window, *now_ns, expected.payload.len());
+        self.inbound.feed(bytes, &expected, &mut receive).map_err(End::Protocol)?;
+        let (ping, close) = (receive.ping.take(), receive.close.take());
+        self.after_input(ping, close)
+    }
+
+    #[inline]
+    fn consume(&mut self, n: usize, cx: &mut Context) -> Result<(), End> {
+        let Context { stats, payload, encoding, mode, window, now_ns, rx, .. } = cx;
+        let expected = Expected { encoding: *encoding, payload: &payload[..] };
+        let mut receive = Receive::new(self.id, &mut self.seq, stats, *mode, *window, *now_ns, expected.payload.len());
+        self.inbound.feed(&rx[..n], &expected, &mut receive).map_err(End::Protocol)?;
+        if receive.ping.is_none() && receive.close.is_none() {
+            return Ok(());
+        }
+        let (ping, close) = (receive.ping.take(), receive.close.take());
+        self.after_input(ping, close)
+    }
+
+    #[cold]
+    fn after_input(&mut self, ping: Option<PingPayload>, close: Option<Option<u16>>) -> Result<(), End> {
+        if let Some(ping) = ping {
+            let pong = frames::pong(&ping.bytes[..ping.len], self.mask);
+            self.write_or_keep(&pong).map_err(End::Io)?;
+        }
+        match close {
+            Some(code) => Err(End::PeerClose(code)),
+            None => Ok(()),
+        }
+    }
+
+    /// Closing: reads (and checks, for late echoes) until the server ends the stream.
+    fn read_until_end(&mut self, read_closed: bool, cx: &mut Context) -> Result<(), End> {
+        if self.write_blocked {
+            self.flush_pending()?;
+        }
+        match self.read_input(read_closed, cx) {
+            // The server's close frame: our close was already sent; wait for its FIN.
+            Err(End::PeerClose(_)) => self.read_input(read_closed, cx).or_else(|e| match e {
+                End::PeerClose(_) => Ok(()),
+                other => Err(other),
+            }),
+            other => other,
+        }
+    }
+
+    /// What a failed read or write means, counted, as a [`Step`].
+    #[inline]
+    fn settle(&mut self, result: Result<(), End>, cx: &mut Context) -> Step {
+        match result {
+            Ok(()) => Step::Keep,
+            Err(end) => self.settle_end(end, cx),
+        }
+    }
+
+    #[cold]
+    fn settle_end(&mut self, end: End, cx: &mut Context) -> Step {
+        let id = self.id;
+        let sent = self.seq.next_seq;
+        match end {
+            End::PeerClose(code) if cx.closing_all => {
+                let _ = code;
+                Step::Remove
+            }
+            End::PeerClose(code) => {
+                let code_text = code.map_or("no code".to_string(), |c| c.to_string());
+                cx.stats.count_fault(Fault::Closed, 1, || {
+                    format!("connection {id}: server sent close ({code_text}) after {sent} messages")
+                });
+                self.give_up_in_flight("in flight when the server closed the connection", cx);
+                // Answer the close (RFC 6455 §5.5.1), then wait for the server to end TCP.
+                let reply = frames::close(code.unwrap_or(1000), self.mask);
+                if self.write_or_keep(&reply).is_err() {
+                    return Step::Remove;
+                }
+                self.state = State::Closing { deadline_ns: cx.now_ns + CLOSE_TIMEOUT_NS };
+                Step::Keep
+            }
+            End::Eof => {
+                if !cx.closing_all {
+                    cx.stats.count_fault(Fault::Closed, 1, || {
+                        format!(
+                            "connection {id}: server ended the TCP stream without a close frame after {sent} messages"
+                        )
+                    });
+                    self.give_up_in_flight("in flight when the server closed the connection", cx);
+                }
+                Step::Remove
+            }
+            End::Io(e) => {
+                if !cx.closing_all {
+                    cx.stats.count_fault(Fault::Reset, 1, || format!("connection {id}: {e} after {sent} messages"));
+                    self.give_up_in_flight("in flight when the connection was reset", cx);
+                }
+                Step::Remove
+            }
+            End::Protocol(violation) => {
+                cx.stats.count_fault(Fault::Protocol, 1, || format!("connection {id}: {}", violation.0));
+                self.give_up_in_flight("in flight when the server broke the protocol", cx);
+                Step::Remove
+            }
+        }
+    }
+
+    /// Counts every message in flight as missing and stops waiting for them.
+    fn give_up_in_flight(&mut self, why: &str, cx: &mut Context) {
+        let lost = self.seq.in_flight();
+        if lost == 0 {
+            return;
+        }
+        let (id, first) = (self.id, self.seq.expected);
+        cx.stats.count_fault(Fault::Missing, lost, || format!("connection {id}: message {first} {why}"));
+        self.seq.lost = self.seq.expected..self.seq.next_seq;
+        self.seq.expected = self.seq.next_seq;
+        self.seq.progress_ns = cx.now_ns;
+    }
+
+    // ----- open: writing -----
+
+    /// Echo mode's top-up; returns how many messages were sent.
+    #[inline]
+    fn send_top_up(&mut self, cx: &mut Context) -> Result<u64, End> {
+        if cx.mode != Mode::Echo || !cx.sending || self.write_blocked || !self.is_open() {
+            return Ok(0);
+        }
+        let count = cx.pipeline.saturating_sub(self.seq.in_flight()).min(cx.quota_left);
+        self.send_messages(count, None, cx)?;
+        Ok(count)
+    }
+
+    fn send_scheduled(&mut self, schedule: &Schedule, cx: &mut Context) -> Result<(), End> {
+        if !cx.sending || self.write_blocked || !self.is_open() {
+            return Ok(());
+        }
+        let due = schedule.due_count(self.slot, cx.now_ns);
+        let count = due.saturating_sub(self.seq.next_seq);
+        self.send_messages(count, Some(schedule), cx)
+    }
+
+    /// Sends `count` messages (stamped with their intended times from
+    /// `schedule`, or now), in one `write`.
+    #[inline]
+    fn send_messages(&mut self, count: u64, schedule: Option<&Schedule>, cx: &mut Context) -> Result<(), End> {
+        if count == 0 {
+            return Ok(());
+        }
+        let Some(frame) = self.frame.as_mut() else { return Ok(()) };
+        let now = cx.now_ns;
+        let payload_len = if cx.mode == Mode::Idle { BINARY_STAMP_LEN } else { cx.payload.len() } as u64;
+        if self.seq.in_flight() == 0 {
+            self.seq.progress_ns = now;
+        }
+        let mut stamp = Stamp { seq: 0, intended_ns: now, sent_ns: now, connection: self.id };
+        let window = cx.window;
+        let count_one = |intended: u64, stats: &mut Stats, quota: &mut u64| {
+            if window.contains(intended) {
+                stats.sent += 1;
+                stats.bytes_sent += payload_len;
+                *quota = quota.saturating_sub(1);
+            }
+        };
+        let result = if count == 1 {
+            stamp.seq = self.seq.next_seq;
+            if let Some(schedule) = schedule {
+                stamp.intended_ns = schedule.intended(self.slot, stamp.seq);
+            }
+            count_one(stamp.intended_ns, &mut cx.stats, &mut cx.quota_left);
+            self.seq.next_seq += 1;
+            let bytes = frame.stamp(&stamp);
+            write_or_keep(&self.stream, &mut self.pending, &mut self.write_blocked, bytes)
+        } else {
+            cx.out.clear();
+            for _ in 0..count {
+                stamp.seq = self.seq.next_seq;
+                if let Some(schedule) = schedule {
+                    stamp.intended_ns = schedule.intended(self.slot, stamp.seq);
+                }
+                count_one(stamp.intended_ns, &mut cx.stats, &mut cx.quota_left);
+                self.seq.next_seq += 1;
+                cx.out.extend_from_slice(frame.stamp(&stamp));
+            }
+            write_or_keep(&self.stream, &mut self.pending, &mut self.write_blocked, &cx.out)
+        };
+        result.map_err(End::Io)
+    }
+
+    /// Writes a control frame behind anything already queued.
+    fn write_or_keep(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.write_blocked {
+            self.pending.extend_from_slice(bytes);
+            return Ok(());
+        }
+        write_or_keep(&self.stream, &mut self.pending, &mut self.write_blocked, bytes)
+    }
+
+    fn flush_pending(&mut self) -> Result<(), End> {
+        loop {
+            match (&self.stream).write(&self.pending) {
+                Ok(n) if n == self.pending.len() => {
+                    self.pending.clear();
+                    if self.pending.capacity() > PENDING_KEEP {
+                        self.pending = Vec::new();
+                    }
+                    self.write_blocked = false;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.pending.drain(..n);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(End::Io(e)),
+            }
+        }
+    }
+}
+
+/// Writes `data` with one `write`; what the kernel does not take is kept in
+/// `pending` and the socket marked blocked (a short write means its buffer
+/// is full: trying again now would only return `EAGAIN`).
+#[inline]
+fn write_or_keep(stream: &TcpStream, pending: &mut Vec<u8>, blocked: &mut bool, data: &[u8]) -> io::Result<()> {
+    let written = loop {
+        match (&*stream).write(data) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    if written < data.len() {
+        pending.extend_from_slice(&data[written..]);
+        *blocked = true;
+    }
+    Ok(())
+}
+
+fn is_retry(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+}
+
+/// A masking key per connection. It only has to differ between
+/// connections (see [`crate::frames`]), so a mix of the id and the clock does.
+fn random_mask(id: u32, now_ns: u64) -> [u8; 4] {
+    let mixed = (u64::from(id) ^ now_ns.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((mixed >> 32) as u32).to_ne_bytes()
+}
+
+/// A ping's payload, held until the pong can be written.
+struct PingPayload {
+    /// The payload (a control frame carries at most 125 bytes).
+    bytes: [u8; 125],
+    /// Bytes of `bytes` in use.
+    len: usize,
+}
+
+/// The echo checker: what the reader hands over, judged against the
+/// connection's sequence state, counted and timed.
+struct Receive<'a> {
+    /// The connection's id, which every intact echo must carry.
+    id: u32,
+    /// The connection's sequence state.
+    seq: &'a mut Tracker,
+    /// Where results are counted.
+    stats: &'a mut Stats,
+    /// Idle mode expects pongs, the others data messages.
+    mode: Mode,
+    /// Echoes of messages intended in it are measured.
+    window: Window,
+    /// The receive time of everything in this read.
+    now_ns: u64,
+    /// Payload bytes per echo, for the byte counters.
+    payload_len: u64,
+    /// A ping to answer once the read is processed.
+    ping: Option<PingPayload>,
+    /// A close frame received (with its code, if any).
+    close: Option<Option<u16>>,
+}
+
+impl<'a> Receive<'a> {
+    #[inline]
+    fn new(
+        id: u32,
+        seq: &'a mut Tracker,
+        stats: &'a mut Stats,
+        mode: Mode,
+        window: Window,
+        now_ns: u64,
+        payload_len: usize,
+    ) -> Self {
+        let payload_len = if mode == Mode::Idle { BINARY_STAMP_LEN } else { payload_len } as u64;
+        Receive { id, seq, stats, mode, window, now_ns, payload_len, ping: None, close: None }
+    }
+
+    #[inline]
+    fn intact(&mut self, stamp: Stamp) {
+        let (id, expected) = (self.id, self.seq.expected);
+        if stamp.connection != id {
+            let other = stamp.connection;
+            return self.corrupt_with(|| format!("connection {id}: got message {} of connection {other}", stamp.seq));
+        }
+        if stamp.seq >= self.seq.next_seq {
+            return self.corrupt_with(|| format!("connection {id}: got message {} which was never sent", stamp.seq));
+        }
+        if stamp.seq < expected {
+            if self.seq.lost.contains(&stamp.seq) {
+                self.stats.late += 1;
+            } else {
+                self.stats.count_fault(Fault::Duplicate, 1, || {
+                    format!("connection {id}: got message {} again (expected {expected})", stamp.seq)
+                });
+            }
+            return;
+        }
+        if stamp.seq > expected {
+            self.stats.count_fault(Fault::Missing, stamp.seq - expected, || {
+                format!("connection {id}: message {expected} skipped (got {} next)", stamp.seq)
+            });
+        }
+        self.seq.expected = stamp.seq + 1;
+        self.seq.progress_ns = self.now_ns;
+        self.stats.received_all += 1;
+        self.stats.bytes_received_all += self.payload_len;
+        if self.window.contains(stamp.intended_ns) {
+            self.stats.received += 1;
+            self.stats.bytes_received += self.payload_len;
+            stats::record(&mut self.stats.latency, self.now_ns.saturating_sub(stamp.intended_ns));
+            if self.mode == Mode::Rate {
+                stats::record(&mut self.stats.uncorrected, self.now_ns.saturating_sub(stamp.sent_ns));
+            }
+        }
+    }
+
+    fn corrupt_with(&mut self, detail: impl FnOnce() -> String) {
+        self.stats.count_fault(Fault::Corrupt, 1, detail);
+        // It was an echo of something: count it against the oldest in flight,
+        // so the pipeline keeps moving.
+        if self.seq.expected < self.seq.next_seq {
+            self.seq.expected += 1;
+        }
+        self.seq.progress_ns = self.now_ns;
+    }
+}
+
+impl Handler for Receive<'_> {
+    #[inline]
+    fn echo(&mut self, echo: Echo) {
+        match echo {
+            Echo::Intact(stamp) if self.mode != Mode::Idle => self.intact(stamp),
+            Echo::Intact(_) => {
+                let id = self.id;
+                self.corrupt_with(|| format!("connection {id}: data message in idle mode"))
+            }
+            Echo::Corrupt(why) => {
+                let (id, expected) = (self.id, self.seq.expected);
+                self.corrupt_with(|| format!("connection {id}: message {expected}: {why}"))
+            }
+        }
+    }
+
+    fn ping(&mut self, payload: &[u8]) {
+        let mut bytes = [0u8; 125];
+        bytes[..payload.len()].copy_from_slice(payload);
+        // Only the latest ping needs an answer (RFC 6455 §5.5.3).
+        self.ping = Some(PingPayload { bytes, len: payload.len() });
+    }
+
+    fn pong(&mut self, payload: &[u8]) {
+        if self.mode != Mode::Idle {
+            return; // unsolicited pongs are allowed and carry no meaning
+        }
+        match Stamp::read(Encoding::Binary, payload) {
+            Ok(stamp) if payload.len() == BINARY_STAMP_LEN => self.intact(stamp),
+            _ => {
+                let id = self.id;
+                self.corrupt_with(|| format!("connection {id}: pong payload is not the ping's"))
+            }
+        }
+    }
+
+    fn close(&mut self, code: Option<u16>) {
+        self.close = Some(code);
+    }
+}

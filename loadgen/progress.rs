@@ -1,0 +1,254 @@
+//! The once-a-second view: loops send [`Snapshot`]s, the main thread turns
+//! them into a [`Tick`] (the live line on stderr and the JSON timeline).
+//!
+//! Loops send cumulative counters, so a lost or late snapshot costs
+//! resolution, never accuracy: rates are differences between two snapshots
+//! of the same loop divided by the time between them.
+
+use std::io::Write;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::plan::Phase;
+
+/// One loop's state at one moment (cumulative since the loop started).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Which loop sent it.
+    pub loop_index: usize,
+    /// When (monotonic clock).
+    pub at_ns: u64,
+    /// The loop's phase.
+    pub phase: Phase,
+    /// Connections open.
+    pub open: u64,
+    /// Echoes received so far, warm-up included.
+    pub received_all: u64,
+    /// Their payload bytes.
+    pub bytes_received_all: u64,
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Errors so far.
+    pub errors: u64,
+    /// Latency measured so far in the window (none before it).
+    pub latency: Option<Histogram<u64>>,
+}
+
+/// Where a loop delivers its snapshots: a channel to the main thread, or,
+/// when the only loop runs on the main thread, the [`Progress`] itself.
+pub trait SnapshotSink {
+    fn deliver(&mut self, snapshot: Snapshot);
+}
+
+impl SnapshotSink for std::sync::mpsc::Sender<Snapshot> {
+    fn deliver(&mut self, snapshot: Snapshot) {
+        // The receiver is gone only if the main thread is exiting anyway.
+        let _ = self.send(snapshot);
+    }
+}
+
+/// The single loop on the main thread ticks once per snapshot (once a second).
+impl SnapshotSink for Progress {
+    fn deliver(&mut self, snapshot: Snapshot) {
+        let at = snapshot.at_ns;
+        self.update(snapshot);
+        self.tick(at);
+    }
+}
+
+impl<T: SnapshotSink> SnapshotSink for &mut T {
+    fn deliver(&mut self, snapshot: Snapshot) {
+        (**self).deliver(snapshot);
+    }
+}
+
+/// One second of the run, all loops together.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tick {
+    /// Seconds since loadgen started.
+    pub t_s: f64,
+    /// The phase of the first loop (ramp, warmup, measure, drain, close).
+    pub phase: &'static str,
+    /// Connections open in all loops.
+    pub connections_open: u64,
+    /// Echoes received per second (pongs in idle mode), warm-up included.
+    pub messages_per_s: f64,
+    /// Echoed payload, 10^6 bytes per second.
+    pub mb_per_s: f64,
+    /// Handshakes completed per second.
+    pub handshakes_per_s: f64,
+    /// Errors so far (cumulative).
+    pub errors: u64,
+    /// Median latency of the window so far, in microseconds (none before the window opens).
+    pub p50_us: Option<f64>,
+    /// 99th percentile of the window so far, in microseconds (none before the window opens).
+    pub p99_us: Option<f64>,
+}
+
+/// Collects snapshots and produces ticks.
+pub struct Progress {
+    /// When loadgen started: ticks are stamped relative to it.
+    start_ns: u64,
+    /// Each loop's latest snapshot.
+    latest: Vec<Option<Snapshot>>,
+    /// Each loop's one before, for rates.
+    previous: Vec<Option<Snapshot>>,
+    /// Every tick so far: the JSON timeline.
+    pub ticks: Vec<Tick>,
+    /// Print the live line.
+    show: bool,
+}
+
+impl Progress {
+    pub fn new(loops: usize, start_ns: u64, show: bool) -> Progress {
+        Progress { start_ns, latest: vec![None; loops], previous: vec![None; loops], ticks: Vec::new(), show }
+    }
+
+    pub fn update(&mut self, snapshot: Snapshot) {
+        let slot = snapshot.loop_index;
+        self.previous[slot] = self.latest[slot].take();
+        self.latest[slot] = Some(snapshot);
+    }
+
+    /// Records a tick from the latest snapshots and prints the live line if asked.
+    pub fn tick(&mut self, now_ns: u64) {
+        let mut tick = Tick {
+            t_s: now_ns.saturating_sub(self.start_ns) as f64 / 1e9,
+            phase: "ramp",
+            connections_open: 0,
+            messages_per_s: 0.0,
+            mb_per_s: 0.0,
+            handshakes_per_s: 0.0,
+            errors: 0,
+            p50_us: None,
+            p99_us: None,
+        };
+        // Cumulative latency of all loops: the one loop's own histogram when
+        // there is only one (no copy), a merged copy otherwise.
+        let mut merged: Option<Histogram<u64>> = None;
+        let mut only: Option<&Histogram<u64>> = None;
+        for (i, (latest, previous)) in self.latest.iter().zip(&self.previous).enumerate() {
+            let Some(latest) = latest else { continue };
+            if i == 0 {
+                tick.phase = latest.phase.as_str();
+            }
+            tick.connections_open += latest.open;
+            tick.errors += latest.errors;
+            if let Some(previous) = previous {
+                let seconds = latest.at_ns.saturating_sub(previous.at_ns) as f64 / 1e9;
+                if seconds > 0.0 {
+                    let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / seconds;
+                    tick.messages_per_s += rate(latest.received_all, previous.received_all);
+                    tick.mb_per_s += rate(latest.bytes_received_all, previous.bytes_received_all) / 1e6;
+                    tick.handshakes_per_s += rate(latest.handshakes, previous.handshakes);
+                }
+            }
+            if let Some(h) = &latest.latency {
+                match (&mut merged, only) {
+                    (None, None) => only = Some(h),
+                    (None, Some(first)) => {
+                        let mut sum = first.clone();
+                        let _ = sum.add(h);
+                        merged = Some(sum);
+                    }
+                    (Some(sum), _) => {
+                        let _ = sum.add(h);
+                    }
+                }
+            }
+        }
+        if let Some(h) = merged.as_ref().or(only).filter(|h| !h.is_empty()) {
+            tick.p50_us = Some(h.value_at_quantile(0.5) as f64 / 1e3);
+            tick.p99_us = Some(h.value_at_quantile(0.99) as f64 / 1e3);
+        }
+        if self.show {
+            let _ = writeln!(std::io::stderr(), "{}", line(&tick));
+        }
+        self.ticks.push(tick);
+    }
+}
+
+/// The live line: `[  12s] measure  conns 500  msgs/s 123,456  MB/s 63.2  p50 41us  p99 95us  errors 0`.
+pub fn line(tick: &Tick) -> String {
+    let latency = match (tick.p50_us, tick.p99_us) {
+        (Some(p50), Some(p99)) => format!("  p50 {}  p99 {}", stats_us(p50), stats_us(p99)),
+        _ => String::new(),
+    };
+    let handshakes = if tick.handshakes_per_s > 0.0 {
+        format!("  hs/s {}", group(tick.handshakes_per_s as u64))
+    } else {
+        String::new()
+    };
+    format!(
+        "[{:>5.0}s] {:<7}  conns {}  msgs/s {}  MB/s {:.1}{handshakes}{latency}  errors {}",
+        tick.t_s,
+        tick.phase,
+        tick.connections_open,
+        group(tick.messages_per_s as u64),
+        tick.mb_per_s,
+        tick.errors
+    )
+}
+
+fn stats_us(us: f64) -> String {
+    crate::report::format_latency((us * 1e3) as u64)
+}
+
+/// 1234567 → "1,234,567".
+pub fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(loop_index: usize, at_s: u64, received: u64) -> Snapshot {
+        let mut latency = crate::stats::latency_histogram();
+        latency.record(50_000).unwrap();
+        Snapshot {
+            loop_index,
+            at_ns: at_s * 1_000_000_000,
+            phase: Phase::Measure,
+            open: 10,
+            received_all: received,
+            bytes_received_all: received * 100,
+            handshakes: 10,
+            errors: 1,
+            latency: Some(latency),
+        }
+    }
+
+    #[test]
+    fn rates_come_from_each_loops_own_snapshots() {
+        let mut progress = Progress::new(2, 0, false);
+        progress.update(snapshot(0, 1, 1000));
+        progress.update(snapshot(1, 1, 500));
+        progress.update(snapshot(0, 2, 3000));
+        progress.update(snapshot(1, 3, 1500)); // two seconds later: 500/s
+        progress.tick(3_000_000_000);
+        let tick = &progress.ticks[0];
+        assert_eq!(tick.connections_open, 20);
+        assert_eq!(tick.errors, 2);
+        assert!((tick.messages_per_s - 2500.0).abs() < 1e-6);
+        assert_eq!(tick.p50_us.map(|v| v.round()), Some(50.0));
+        assert!(line(tick).contains("msgs/s 2,500"));
+    }
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1000), "1,000");
+        assert_eq!(group(1234567), "1,234,567");
+    }
+}

@@ -1,0 +1,480 @@
+//! The results: one [`Report`] built from the merged loop figures, printed
+//! as a human summary and written as JSON.
+//!
+//! The JSON field names are a stable interface for scripts (documented in
+//! `loadgen/README.md`); add fields, never rename them. Latencies are in
+//! microseconds, rates per second, sizes in bytes (payload only: frame
+//! headers and TCP/IP overhead excluded), MB are 10^6 bytes.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::{
+    cli::{Mode, Settings},
+    progress::{group, Tick},
+    stats::{Failure, Fault, Stats},
+    sys::CpuTime,
+};
+
+/// The JSON document's version: bumped only if a field changes meaning.
+pub const SCHEMA: &str = "loadgen-report/1";
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// [`SCHEMA`].
+    pub schema: &'static str,
+    /// The workload (`echo`, `rate`, `idle`, `churn`).
+    pub mode: &'static str,
+    /// The target as given.
+    pub url: String,
+    /// The run's parameters.
+    pub settings: SettingsOut,
+    /// Success, or why not.
+    pub result: Outcome,
+    /// Length of the measurement window, seconds.
+    pub window_s: f64,
+    /// What happened to the connections.
+    pub connections: Connections,
+    /// Handshake latency and failures.
+    pub handshake: Handshakes,
+    /// Counts and throughput of the window.
+    pub messages: Messages,
+    /// Round trip from each message's intended send time (ping RTT in idle mode).
+    pub latency_us: Latency,
+    /// Rate mode: round trip from the actual send time (what ignoring coordinated omission reports).
+    pub latency_uncorrected_us: Option<Latency>,
+    /// Every error by kind.
+    pub errors: Errors,
+    /// loadgen's own CPU time.
+    pub cpu: Cpu,
+    /// One entry per second of the run.
+    pub timeline: Vec<Tick>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SettingsOut {
+    /// `--connections`.
+    pub connections: u64,
+    /// `--threads`.
+    pub threads: usize,
+    /// `--size`.
+    pub size_bytes: usize,
+    /// `binary` or `text`.
+    pub encoding: &'static str,
+    /// `--pipeline`.
+    pub pipeline: u32,
+    /// `--rate`.
+    pub rate_per_s: Option<u64>,
+    /// `--messages`.
+    pub messages: Option<u64>,
+    /// `--duration`.
+    pub duration_s: f64,
+    /// `--warmup`.
+    pub warmup_s: f64,
+    /// `--connect-rate`.
+    pub connect_rate_per_s: Option<u64>,
+    /// `--connect-batch`.
+    pub connect_batch: usize,
+    /// `--connect-timeout`.
+    pub connect_timeout_s: f64,
+    /// `--message-timeout`.
+    pub message_timeout_s: f64,
+    /// `--ping-interval`.
+    pub ping_interval_s: f64,
+    /// `--max-errors`.
+    pub max_errors: u64,
+    /// `--source-ip`.
+    pub source_ips: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct Outcome {
+    /// Whether the run succeeded.
+    pub ok: bool,
+    /// The process's exit status.
+    pub exit_code: u8,
+    /// Why the run failed (one line), if it did.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Connections {
+    /// `--connections`.
+    pub target: u64,
+    /// Handshakes completed (in churn mode: over the whole run).
+    pub established: u64,
+    /// Attempts that failed (see `handshake.failures`).
+    pub failed: u64,
+    /// Most connections open at once.
+    pub peak_open: u64,
+    /// Open connections that the server closed or reset (`errors.closed + errors.reset`).
+    pub dropped: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Handshakes {
+    /// Handshakes measured (all of them; in churn mode those started in the window).
+    pub count: u64,
+    /// Churn mode: handshakes completed per second in the window.
+    pub per_s: Option<f64>,
+    /// From `connect()` to the complete 101 response.
+    pub latency_us: Latency,
+    /// Failed attempts by kind (every kind present, zeros included).
+    pub failures: BTreeMap<&'static str, u64>,
+    /// Non-101 responses by status code.
+    pub http_statuses: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Messages {
+    /// Messages (pings in idle mode) sent with an intended time in the window.
+    pub sent: u64,
+    /// Their echoes received intact (whenever they arrived).
+    pub received: u64,
+    /// Payload bytes of `sent`.
+    pub bytes_sent: u64,
+    /// Payload bytes of `received`.
+    pub bytes_received: u64,
+    /// `received / window_s`.
+    pub per_s: f64,
+    /// `bytes_received / window_s / 10^6`.
+    pub mb_per_s: f64,
+    /// Echoes that arrived after they had been counted missing.
+    pub late: u64,
+    /// Rate mode: sends due on connections that had dropped.
+    pub not_sent: u64,
+    /// Churn mode: connect–echo–close cycles completed in the window.
+    pub churn_cycles: u64,
+}
+
+#[derive(Debug, Serialize, Clone, Copy)]
+pub struct Latency {
+    /// Values recorded.
+    pub count: u64,
+    /// Smallest value.
+    pub min: f64,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Standard deviation.
+    pub stdev: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p99_9: f64,
+    /// 99.99th percentile.
+    pub p99_99: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Errors {
+    /// Everything `--max-errors` is compared with: `connect_failures` plus every fault below.
+    pub total: u64,
+    /// Failed connection attempts.
+    pub connect_failures: u64,
+    /// See [`Fault::Corrupt`].
+    pub corrupt: u64,
+    /// See [`Fault::Missing`].
+    pub missing: u64,
+    /// See [`Fault::Duplicate`].
+    pub duplicate: u64,
+    /// See [`Fault::Closed`].
+    pub closed: u64,
+    /// See [`Fault::Reset`].
+    pub reset: u64,
+    /// See [`Fault::Protocol`].
+    pub protocol: u64,
+    /// The first occurrence of each kind, described.
+    pub first: BTreeMap<&'static str, String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Cpu {
+    /// User time of the loop threads inside the measurement window.
+    pub window_user_s: f64,
+    /// System time of the same threads in the same window.
+    pub window_system_s: f64,
+    /// Window CPU time over the window length: 1.0 is one core busy.
+    pub cores_busy: f64,
+    /// Window CPU time per message received, microseconds.
+    pub per_message_us: Option<f64>,
+    /// User time of the whole process, start to exit (ramp, close and reporting included).
+    pub process_user_s: f64,
+    /// System time of the whole process.
+    pub process_system_s: f64,
+}
+
+impl Latency {
+    pub fn from_histogram(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency {
+                count: 0,
+                min: 0.0,
+                mean: 0.0,
+                stdev: 0.0,
+                p50: 0.0,
+                p90: 0.0,
+                p99: 0.0,
+                p99_9: 0.0,
+                p99_99: 0.0,
+                max: 0.0,
+            };
+        }
+        let us = |ns: u64| ns as f64 / 1e3;
+        Latency {
+            count: h.len(),
+            min: us(h.min()),
+            mean: h.mean() / 1e3,
+            stdev: h.stdev() / 1e3,
+            p50: us(h.value_at_quantile(0.5)),
+            p90: us(h.value_at_quantile(0.9)),
+            p99: us(h.value_at_quantile(0.99)),
+            p99_9: us(h.value_at_quantile(0.999)),
+            p99_99: us(h.value_at_quantile(0.9999)),
+            max: us(h.max()),
+        }
+    }
+}
+
+/// Everything the report is built from.
+pub struct Inputs<'a> {
+    /// The run's settings.
+    pub settings: &'a Settings,
+    /// All loops' figures, merged.
+    pub stats: &'a Stats,
+    /// The measurement window's length (the longest of the loops').
+    pub window_ns: u64,
+    /// The loops' CPU time inside their windows.
+    pub window_cpu: CpuTime,
+    /// The whole process's CPU time.
+    pub process_cpu: CpuTime,
+    /// One entry per second.
+    pub timeline: Vec<Tick>,
+    /// Success, or why not.
+    pub outcome: Outcome,
+}
+
+impl Report {
+    pub fn new(inputs: Inputs<'_>) -> Report {
+        let Inputs { settings: s, stats, window_ns, window_cpu, process_cpu, timeline, outcome } = inputs;
+        let window_s = window_ns as f64 / 1e9;
+        let per_s = |n: u64| if window_s > 0.0 { n as f64 / window_s } else { 0.0 };
+        let secs = |d: std::time::Duration| d.as_secs_f64();
+        let fault = |f: Fault| stats.faults[f as usize];
+        Report {
+            schema: SCHEMA,
+            mode: s.mode.as_str(),
+            url: s.url.clone(),
+            settings: SettingsOut {
+                connections: s.connections,
+                threads: s.threads,
+                size_bytes: s.size,
+                encoding: s.encoding.as_str(),
+                pipeline: s.pipeline,
+                rate_per_s: s.rate,
+                messages: s.messages,
+                duration_s: secs(s.duration),
+                warmup_s: secs(s.warmup),
+                connect_rate_per_s: s.connect_rate,
+                connect_batch: s.connect_batch,
+                connect_timeout_s: secs(s.connect_timeout),
+                message_timeout_s: secs(s.message_timeout),
+                ping_interval_s: secs(s.ping_interval),
+                max_errors: s.max_errors,
+                source_ips: s.source_ips.iter().map(|ip| ip.to_string()).collect(),
+            },
+            result: outcome,
+            window_s,
+            connections: Connections {
+                target: s.connections,
+                established: stats.opened,
+                failed: stats.failures_total(),
+                peak_open: stats.peak_open,
+                dropped: fault(Fault::Closed) + fault(Fault::Reset),
+            },
+            handshake: Handshakes {
+                count: stats.handshake.len(),
+                per_s: (s.mode == Mode::Churn).then(|| per_s(stats.handshakes_in_window)),
+                latency_us: Latency::from_histogram(&stats.handshake),
+                failures: Failure::ALL.iter().map(|f| (f.as_str(), stats.failures[*f as usize])).collect(),
+                http_statuses: stats.http_statuses.iter().map(|(code, n)| (code.to_string(), *n)).collect(),
+            },
+            messages: Messages {
+                sent: stats.sent,
+                received: stats.received,
+                bytes_sent: stats.bytes_sent,
+                bytes_received: stats.bytes_received,
+                per_s: per_s(stats.received),
+                mb_per_s: per_s(stats.bytes_received) / 1e6,
+                late: stats.late,
+                not_sent: stats.not_sent,
+                churn_cycles: stats.cycles,
+            },
+            latency_us: Latency::from_histogram(&stats.latency),
+            latency_uncorrected_us: (s.mode == Mode::Rate).then(|| Latency::from_histogram(&stats.uncorrected)),
+            errors: Errors {
+                total: stats.errors_total(),
+                connect_failures: stats.failures_total(),
+                corrupt: fault(Fault::Corrupt),
+                missing: fault(Fault::Missing),
+                duplicate: fault(Fault::Duplicate),
+                closed: fault(Fault::Closed),
+                reset: fault(Fault::Reset),
+                protocol: fault(Fault::Protocol),
+                first: stats.first_seen.clone(),
+            },
+            cpu: Cpu {
+                window_user_s: window_cpu.user_ns as f64 / 1e9,
+                window_system_s: window_cpu.system_ns as f64 / 1e9,
+                cores_busy: if window_ns > 0 { window_cpu.total_ns() as f64 / window_ns as f64 } else { 0.0 },
+                per_message_us: (stats.received > 0)
+                    .then(|| window_cpu.total_ns() as f64 / stats.received as f64 / 1e3),
+                process_user_s: process_cpu.user_ns as f64 / 1e9,
+                process_system_s: process_cpu.system_ns as f64 / 1e9,
+            },
+            timeline,
+        }
+    }
+
+    /// The human summary (stdout).
+    pub fn summary(&self, settings: &Settings) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "loadgen {}", settings.describe());
+        let c = &self.connections;
+        let _ = writeln!(
+            out,
+            "  connections  {} established of {}{}, {} failed, peak {} open, {} dropped",
+            group(c.established),
+            group(c.target),
+            if settings.mode == Mode::Churn { " at a time" } else { "" },
+            group(c.failed),
+            group(c.peak_open),
+            group(c.dropped)
+        );
+        let h = &self.handshake;
+        let rate = h.per_s.map(|r| format!("  {} handshakes/s", group(r as u64))).unwrap_or_default();
+        let _ = writeln!(out, "  handshakes   {}{rate}  ({} measured)", percentiles(&h.latency_us), group(h.count));
+        let m = &self.messages;
+        let what = if settings.mode == Mode::Idle { "pings" } else { "echoes" };
+        let _ = writeln!(
+            out,
+            "  throughput   {} msgs/s  {:.2} MB/s  ({} {what} in {:.2} s{})",
+            group(m.per_s as u64),
+            m.mb_per_s,
+            group(m.received),
+            self.window_s,
+            if settings.mode == Mode::Churn { format!(", {} cycles", group(m.churn_cycles)) } else { String::new() }
+        );
+        let label = if settings.mode == Mode::Idle { "ping rtt   " } else { "latency    " };
+        let basis = match settings.mode {
+            Mode::Rate => "  (from intended send time)",
+            _ => "",
+        };
+        let _ = writeln!(out, "  {label}  {}{basis}", percentiles(&self.latency_us));
+        if let Some(uncorrected) = &self.latency_uncorrected_us {
+            let _ = writeln!(out, "  uncorrected  {}  (from actual send time)", percentiles(uncorrected));
+        }
+        let e = &self.errors;
+        if e.total == 0 {
+            let _ = writeln!(out, "  errors       none");
+        } else {
+            let mut kinds: Vec<String> = self
+                .handshake
+                .failures
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(kind, n)| format!("connect {kind} {}", group(*n)))
+                .collect();
+            for (kind, n) in [
+                ("corrupt", e.corrupt),
+                ("missing", e.missing),
+                ("duplicate", e.duplicate),
+                ("closed", e.closed),
+                ("reset", e.reset),
+                ("protocol", e.protocol),
+            ] {
+                if n > 0 {
+                    kinds.push(format!("{kind} {}", group(n)));
+                }
+            }
+            let _ = writeln!(out, "  errors       {}: {}", group(e.total), kinds.join(", "));
+            for (kind, detail) in &e.first {
+                let _ = writeln!(out, "               first {kind}: {detail}");
+            }
+        }
+        if !self.handshake.http_statuses.is_empty() {
+            let statuses: Vec<String> = self.handshake.http_statuses.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+            let _ = writeln!(out, "  http status  {}", statuses.join(", "));
+        }
+        let cpu = &self.cpu;
+        let per_message = cpu.per_message_us.map(|us| format!("; {us:.2} us per message")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  loadgen cpu  {:.2} s in the window (user {:.2}, sys {:.2}) = {:.0}% of one core{per_message}",
+            cpu.window_user_s + cpu.window_system_s,
+            cpu.window_user_s,
+            cpu.window_system_s,
+            cpu.cores_busy * 100.0
+        );
+        let _ = match &self.result.reason {
+            None => writeln!(out, "result: ok"),
+            Some(reason) => writeln!(out, "result: FAILED: {reason}"),
+        };
+        out
+    }
+}
+
+fn percentiles(l: &Latency) -> String {
+    if l.count == 0 {
+        return "(none measured)".to_string();
+    }
+    let f = |us: f64| format_latency((us * 1e3) as u64);
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}",
+        f(l.p50),
+        f(l.p90),
+        f(l.p99),
+        f(l.p99_9),
+        f(l.p99_99),
+        f(l.max)
+    )
+}
+
+/// A latency in the unit that suits it: `850ns`, `41.2us`, `1.23ms`, `2.50s`.
+pub fn format_latency(ns: u64) -> String {
+    match ns {
+        0..=999 => format!("{ns}ns"),
+        1_000..=99_999 => format!("{:.1}us", ns as f64 / 1e3),
+        100_000..=999_999 => format!("{:.0}us", ns as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.2}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_read_naturally() {
+        assert_eq!(format_latency(850), "850ns");
+        assert_eq!(format_latency(41_234), "41.2us");
+        assert_eq!(format_latency(412_340), "412us");
+        assert_eq!(format_latency(1_234_567), "1.23ms");
+        assert_eq!(format_latency(2_500_000_000), "2.50s");
+    }
+
+    #[test]
+    fn empty_histogram_reports_zeros() {
+        let l = Latency::from_histogram(&crate::stats::latency_histogram());
+        assert_eq!(l.count, 0);
+        assert_eq!(l.max, 0.0);
+    }
+}

@@ -1,0 +1,344 @@
+//! What one event loop counts: histograms, message counters, and every
+//! error by kind.
+//!
+//! Each loop owns one [`Stats`] and updates it without synchronisation; the
+//! report merges the loops' values ([`Stats::merge`]). Histograms are per
+//! loop, never per connection (one costs about 220 KiB).
+//!
+//! Only messages whose *intended* send time falls in the measurement window
+//! (after the warm-up, before the end) are recorded in histograms and
+//! throughput counters, whenever their echo arrives: so warm-up traffic is
+//! excluded from every figure, and the slowest messages of the window are not
+//! cut off because their echo came after it ended. Errors are counted over the
+//! whole run: a corrupted message is a fault whenever it happens.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+
+/// Highest latency the histograms track (60 s, in nanoseconds); larger
+/// values are clamped to it, not lost.
+pub const LATENCY_MAX_NS: u64 = 60_000_000_000;
+
+/// Significant figures of every histogram: 0.1% resolution, the usual
+/// HdrHistogram choice (wrk2 uses 3 as well).
+pub const SIGNIFICANT_FIGURES: u8 = 3;
+
+/// A latency histogram in nanoseconds, 1 ns .. 60 s.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_NS, SIGNIFICANT_FIGURES).expect("valid histogram bounds")
+}
+
+/// Why a connection could not be opened (TCP connect through the 101).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The target refused the TCP connection (nothing listening, or a full backlog with `tcp_abort_on_overflow`).
+    Refused,
+    /// TCP did not connect within `--connect-timeout`.
+    ConnectTimeout,
+    /// TCP connected but no complete response arrived within `--connect-timeout`.
+    HandshakeTimeout,
+    /// The server answered with an HTTP status other than 101 (codes counted separately).
+    HttpStatus,
+    /// A 101 that breaks RFC 6455 §4.1 (accept key, Upgrade, Connection,
+    /// subprotocol, extensions), or a response that is not HTTP.
+    BadResponse,
+    /// The connection was reset during the handshake.
+    Reset,
+    /// The server closed the connection before answering.
+    Closed,
+    /// No local port left for this source address (EADDRNOTAVAIL): use more `--source-ip`.
+    NoLocalPort,
+    /// Out of file descriptors (EMFILE/ENFILE): raise `ulimit -n`.
+    TooManyFiles,
+    /// Anything else (no route, permission, ...).
+    Other,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 10] = [
+        Failure::Refused,
+        Failure::ConnectTimeout,
+        Failure::HandshakeTimeout,
+        Failure::HttpStatus,
+        Failure::BadResponse,
+        Failure::Reset,
+        Failure::Closed,
+        Failure::NoLocalPort,
+        Failure::TooManyFiles,
+        Failure::Other,
+    ];
+
+    /// The name used in the summary and as the JSON key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Refused => "refused",
+            Failure::ConnectTimeout => "connect_timeout",
+            Failure::HandshakeTimeout => "handshake_timeout",
+            Failure::HttpStatus => "http_status",
+            Failure::BadResponse => "bad_response",
+            Failure::Reset => "reset",
+            Failure::Closed => "closed",
+            Failure::NoLocalPort => "no_local_port",
+            Failure::TooManyFiles => "too_many_files",
+            Failure::Other => "other",
+        }
+    }
+
+    /// Classifies a socket error seen while connecting or handshaking.
+    pub fn from_io(err: &std::io::Error, tcp_connected: bool) -> Failure {
+        match err.raw_os_error() {
+            Some(libc::ECONNREFUSED) => Failure::Refused,
+            Some(libc::ETIMEDOUT) if !tcp_connected => Failure::ConnectTimeout,
+            Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED) => Failure::Reset,
+            Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE) => Failure::NoLocalPort,
+            Some(libc::EMFILE | libc::ENFILE) => Failure::TooManyFiles,
+            _ => Failure::Other,
+        }
+    }
+}
+
+/// Something that went wrong after a connection was open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// An echo whose bytes differ from what was sent: payload, length,
+    /// opcode, stamp check word, or the sender's connection id.
+    Corrupt,
+    /// A message never echoed: skipped in the sequence, not back within
+    /// `--message-timeout`, or still in flight when its connection dropped.
+    Missing,
+    /// A sequence number that was already received or skipped (a repeat, or
+    /// an echo out of order).
+    Duplicate,
+    /// The server closed an open connection (close frame or end of stream)
+    /// before loadgen did.
+    Closed,
+    /// An open connection was reset.
+    Reset,
+    /// The server broke the framing rules (masked frame, reserved opcode or
+    /// bits, bad continuation, oversized control frame).
+    Protocol,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 6] =
+        [Fault::Corrupt, Fault::Missing, Fault::Duplicate, Fault::Closed, Fault::Reset, Fault::Protocol];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Corrupt => "corrupt",
+            Fault::Missing => "missing",
+            Fault::Duplicate => "duplicate",
+            Fault::Closed => "closed",
+            Fault::Reset => "reset",
+            Fault::Protocol => "protocol",
+        }
+    }
+}
+
+/// One loop's figures.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Round-trip latency from each message's intended send time (in closed
+    /// loop modes, the actual send time): the coordinated-omission-free figure.
+    pub latency: Histogram<u64>,
+    /// Round-trip latency from the actual send time (rate mode only): what a
+    /// naive load generator would report, kept to show the difference.
+    pub uncorrected: Histogram<u64>,
+    /// From `connect()` to the complete 101 response.
+    pub handshake: Histogram<u64>,
+    /// Data messages (pings in idle mode) sent and echoed in the window, and their payload bytes.
+    pub sent: u64,
+    /// Their echoes, received intact.
+    pub received: u64,
+    /// Payload bytes of `sent`.
+    pub bytes_sent: u64,
+    /// Payload bytes of `received`.
+    pub bytes_received: u64,
+    /// Every echo whatever its send time, warm-up included: what the live
+    /// line shows as current activity.
+    pub received_all: u64,
+    /// Payload bytes of `received_all`.
+    pub bytes_received_all: u64,
+    /// Connections that completed the handshake.
+    pub opened: u64,
+    /// Connections currently open (reported once a second).
+    pub open_now: u64,
+    /// Most connections open at once.
+    pub peak_open: u64,
+    /// Connection attempts that failed, by [`Failure`].
+    pub failures: [u64; Failure::ALL.len()],
+    /// Non-101 HTTP statuses received, by code.
+    pub http_statuses: BTreeMap<u16, u64>,
+    /// Faults after the handshake, by [`Fault`].
+    pub faults: [u64; Fault::ALL.len()],
+    /// The first occurrence of each failure and fault, for the summary: the
+    /// count says how often, this says what it looked like.
+    pub first_seen: BTreeMap<&'static str, String>,
+    /// Echoes of messages already counted missing after `--message-timeout`.
+    pub late: u64,
+    /// Churn cycles completed (connect, one echo, close) in the window.
+    pub cycles: u64,
+    /// Handshakes completed in the window (churn's handshake rate).
+    pub handshakes_in_window: u64,
+    /// Closes we started that the server did not complete in time (then dropped).
+    pub close_timeouts: u64,
+    /// Rate-mode sends that were due on a connection that had dropped.
+    pub not_sent: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            latency: latency_histogram(),
+            uncorrected: latency_histogram(),
+            handshake: latency_histogram(),
+            sent: 0,
+            received: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            received_all: 0,
+            bytes_received_all: 0,
+            opened: 0,
+            open_now: 0,
+            peak_open: 0,
+            failures: [0; Failure::ALL.len()],
+            http_statuses: BTreeMap::new(),
+            faults: [0; Fault::ALL.len()],
+            first_seen: BTreeMap::new(),
+            late: 0,
+            cycles: 0,
+            handshakes_in_window: 0,
+            close_timeouts: 0,
+            not_sent: 0,
+        }
+    }
+}
+
+/// Records `nanos` in `histogram`, clamped to its range.
+#[inline]
+pub fn record(histogram: &mut Histogram<u64>, nanos: u64) {
+    histogram.saturating_record(nanos.clamp(1, LATENCY_MAX_NS));
+}
+
+impl Stats {
+    /// Counts a failed connection attempt; `detail` describes the first one of its kind.
+    pub fn count_failure(&mut self, failure: Failure, detail: impl FnOnce() -> String) {
+        self.failures[failure as usize] += 1;
+        self.first_seen.entry(failure.as_str()).or_insert_with(detail);
+    }
+
+    /// Counts `n` faults of one kind; `detail` describes the first one.
+    pub fn count_fault(&mut self, fault: Fault, n: u64, detail: impl FnOnce() -> String) {
+        if n == 0 {
+            return;
+        }
+        self.faults[fault as usize] += n;
+        self.first_seen.entry(fault.as_str()).or_insert_with(detail);
+    }
+
+    pub fn count_http_status(&mut self, status: u16) {
+        *self.http_statuses.entry(status).or_default() += 1;
+    }
+
+    pub fn connection_opened(&mut self) {
+        self.opened += 1;
+        self.open_now += 1;
+        self.peak_open = self.peak_open.max(self.open_now);
+    }
+
+    pub fn connection_gone(&mut self) {
+        self.open_now = self.open_now.saturating_sub(1);
+    }
+
+    pub fn failures_total(&self) -> u64 {
+        self.failures.iter().sum()
+    }
+
+    pub fn faults_total(&self) -> u64 {
+        self.faults.iter().sum()
+    }
+
+    /// Everything `--max-errors` is compared with: failed connection
+    /// attempts and faults on open connections.
+    pub fn errors_total(&self) -> u64 {
+        self.failures_total() + self.faults_total()
+    }
+
+    /// Adds another loop's figures to these.
+    pub fn merge(&mut self, other: &Stats) {
+        // Same bounds on every side, so adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        let _ = self.uncorrected.add(&other.uncorrected);
+        let _ = self.handshake.add(&other.handshake);
+        self.sent += other.sent;
+        self.received += other.received;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        self.received_all += other.received_all;
+        self.bytes_received_all += other.bytes_received_all;
+        self.opened += other.opened;
+        self.open_now += other.open_now;
+        self.peak_open += other.peak_open;
+        for (a, b) in self.failures.iter_mut().zip(other.failures) {
+            *a += b;
+        }
+        for (code, n) in &other.http_statuses {
+            *self.http_statuses.entry(*code).or_default() += n;
+        }
+        for (a, b) in self.faults.iter_mut().zip(other.faults) {
+            *a += b;
+        }
+        for (kind, detail) in &other.first_seen {
+            self.first_seen.entry(kind).or_insert_with(|| detail.clone());
+        }
+        self.late += other.late;
+        self.cycles += other.cycles;
+        self.handshakes_in_window += other.handshakes_in_window;
+        self.close_timeouts += other.close_timeouts;
+        self.not_sent += other.not_sent;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_index_their_arrays() {
+        for (i, failure) in Failure::ALL.iter().enumerate() {
+            assert_eq!(*failure as usize, i);
+        }
+        for (i, fault) in Fault::ALL.iter().enumerate() {
+            assert_eq!(*fault as usize, i);
+        }
+    }
+
+    #[test]
+    fn counts_merge_and_keep_the_first_detail() {
+        let mut a = Stats::default();
+        let mut b = Stats::default();
+        a.count_fault(Fault::Corrupt, 1, || "first".into());
+        b.count_fault(Fault::Corrupt, 2, || "second".into());
+        b.count_failure(Failure::Refused, || "refused".into());
+        b.count_http_status(503);
+        record(&mut b.latency, 0);
+        record(&mut b.latency, u64::MAX);
+        a.merge(&b);
+        assert_eq!(a.faults[Fault::Corrupt as usize], 3);
+        assert_eq!(a.first_seen["corrupt"], "first");
+        assert_eq!(a.errors_total(), 4);
+        assert_eq!(a.http_statuses[&503], 1);
+        assert_eq!(a.latency.len(), 2);
+    }
+
+    #[test]
+    fn classifies_socket_errors() {
+        let e = |code| std::io::Error::from_raw_os_error(code);
+        assert_eq!(Failure::from_io(&e(libc::ECONNREFUSED), false), Failure::Refused);
+        assert_eq!(Failure::from_io(&e(libc::ETIMEDOUT), false), Failure::ConnectTimeout);
+        assert_eq!(Failure::from_io(&e(libc::EADDRNOTAVAIL), false), Failure::NoLocalPort);
+        assert_eq!(Failure::from_io(&e(libc::EMFILE), false), Failure::TooManyFiles);
+        assert_eq!(Failure::from_io(&e(libc::ECONNRESET), true), Failure::Reset);
+    }
+}

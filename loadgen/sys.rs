@@ -1,0 +1,200 @@
+//! The few Linux calls the standard library and socket2 do not wrap:
+//! CPU time (`getrusage`), a nanosecond timer for mio (`timerfd`), and
+//! `IP_BIND_ADDRESS_NO_PORT` for connecting from several source addresses.
+
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+use mio::{event::Source, unix::SourceFd, Interest, Registry, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// CPU time used, in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    /// Time running loadgen's own code.
+    pub user_ns: u64,
+    /// Time in the kernel on loadgen's behalf (system calls: here, most of it).
+    pub system_ns: u64,
+}
+
+impl CpuTime {
+    /// The calling thread's CPU time (a loop's own cost, excluding the others).
+    pub fn thread() -> CpuTime {
+        rusage(libc::RUSAGE_THREAD)
+    }
+
+    /// The whole process's CPU time, all threads.
+    pub fn process() -> CpuTime {
+        rusage(libc::RUSAGE_SELF)
+    }
+
+    pub fn total_ns(&self) -> u64 {
+        self.user_ns + self.system_ns
+    }
+
+    pub fn since(&self, earlier: &CpuTime) -> CpuTime {
+        CpuTime {
+            user_ns: self.user_ns.saturating_sub(earlier.user_ns),
+            system_ns: self.system_ns.saturating_sub(earlier.system_ns),
+        }
+    }
+
+    pub fn add(&mut self, other: &CpuTime) {
+        self.user_ns += other.user_ns;
+        self.system_ns += other.system_ns;
+    }
+}
+
+fn rusage(who: libc::c_int) -> CpuTime {
+    // SAFETY: getrusage only writes the struct we pass; an all-zero rusage is valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `who` is RUSAGE_SELF or RUSAGE_THREAD, which cannot fail.
+    unsafe { libc::getrusage(who, &mut usage) };
+    let ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
+    CpuTime { user_ns: ns(usage.ru_utime), system_ns: ns(usage.ru_stime) }
+}
+
+/// A one-shot `CLOCK_MONOTONIC` timer that mio can poll.
+///
+/// mio's poll timeout is rounded up to whole milliseconds (epoll_wait's
+/// unit), which would make every open-loop send up to 1 ms late, and that
+/// lateness is measured as latency. A timerfd wakes the loop at the
+/// nanosecond the next message is due.
+#[derive(Debug)]
+pub struct Timer {
+    /// The timerfd; closed on drop.
+    fd: OwnedFd,
+}
+
+impl Timer {
+    pub fn new() -> io::Result<Timer> {
+        // SAFETY: timerfd_create has no pointer arguments; we own the returned descriptor.
+        let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        Ok(Timer { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// Fires once at `deadline_ns` ([`wsloop::wire::monotonic_ns`] time),
+    /// replacing any earlier setting. A deadline in the past fires at once.
+    pub fn fire_at(&self, deadline_ns: u64) -> io::Result<()> {
+        let deadline_ns = deadline_ns.max(1); // zero would disarm it
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_value: libc::timespec {
+                tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+            },
+        };
+        // SAFETY: valid descriptor and itimerspec; the old value is not asked for.
+        let rc =
+            unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Consumes the expiry so the (edge-triggered) descriptor can fire again.
+    pub fn acknowledge(&self) {
+        let mut expirations = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into our buffer; EAGAIN (not fired) is fine.
+        unsafe { libc::read(self.fd.as_raw_fd(), expirations.as_mut_ptr().cast(), expirations.len()) };
+    }
+}
+
+impl Source for Timer {
+    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        SourceFd(&self.fd.as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        SourceFd(&self.fd.as_raw_fd()).reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        SourceFd(&self.fd.as_raw_fd()).deregister(registry)
+    }
+}
+
+/// Starts a non-blocking TCP connect to `target`, from `source` if given.
+///
+/// With a source address the socket must be bound before `connect`; plain
+/// `bind(ip, 0)` would pick the local port at bind time, unique across every
+/// destination, capping the source at ~28,000 connections in total.
+/// `IP_BIND_ADDRESS_NO_PORT` defers the choice to `connect`, where only the
+/// full 4-tuple must be unique (Linux 4.2+; ignored where unsupported).
+pub fn start_connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<mio::net::TcpStream> {
+    let socket = Socket::new(Domain::for_address(target), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
+    // Latency matters more than segment count for small messages.
+    socket.set_tcp_nodelay(true)?;
+    if let Some(ip) = source {
+        if ip.is_ipv4() {
+            let one: libc::c_int = 1;
+            // SAFETY: valid socket and a c_int option value of the right size.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match socket.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(socket.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_moves_forward() {
+        let before = CpuTime::thread();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        let after = CpuTime::thread();
+        assert!(after.total_ns() >= before.total_ns());
+        assert!(CpuTime::process().total_ns() >= after.total_ns());
+    }
+
+    #[test]
+    fn timer_fires_and_rearms() {
+        let mut poll = mio::Poll::new().unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let mut timer = Timer::new().unwrap();
+        poll.registry().register(&mut timer, Token(7), Interest::READABLE).unwrap();
+        for _ in 0..2 {
+            timer.fire_at(wsloop::wire::monotonic_ns() + 1_000_000).unwrap();
+            poll.poll(&mut events, Some(std::time::Duration::from_secs(5))).unwrap();
+            assert_eq!(events.iter().next().map(|e| e.token()), Some(Token(7)));
+            timer.acknowledge();
+        }
+    }
+
+    #[test]
+    fn connects_from_a_source_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let source: IpAddr = "127.0.0.1".parse().unwrap();
+        let stream = start_connect(listener.local_addr().unwrap(), Some(source)).unwrap();
+        let (_accepted, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), source);
+        drop(stream);
+    }
+}

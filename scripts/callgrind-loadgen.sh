@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# loadgen's user-space instructions per echoed message, measured with callgrind.
+#
+# Two echo runs against a release wsloop that differ only in --messages; the
+# difference in instructions divided by the difference in messages is the
+# per-message cost, with start-up, connection set-up, ramp, drain and close
+# (identical in both runs) cancelled out. Kernel work (the read and write
+# system calls themselves) is not counted: callgrind sees user space only.
+#
+# Usage: scripts/callgrind-loadgen.sh [OUT_DIR]
+# Environment: CONNECTIONS (100), SIZE (512), PIPELINE (1), SHORT (20000), LONG (120000), EXTRA (more loadgen flags)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+out=${1:-target/callgrind}
+connections=${CONNECTIONS:-100}
+size=${SIZE:-512}
+pipeline=${PIPELINE:-1}
+short=${SHORT:-20000}
+long=${LONG:-120000}
+mkdir -p "$out"
+
+command -v valgrind >/dev/null || { echo "callgrind-loadgen.sh: valgrind not found" >&2; exit 1; }
+# Release code generation with symbols (profile "profiling"), so the profile has function names.
+cargo build --quiet --release --bin wsloop
+cargo build --quiet --profile profiling --bin loadgen
+
+log="$out/wsloop.log"
+target/release/wsloop --listen 127.0.0.1:0 --max-connections 12000 >"$log" 2>&1 &
+server=$!
+trap 'kill "$server" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  addr=$(grep -o 'listening on [0-9.:]*' "$log" | awk '{print $3}' || true)
+  [ -n "$addr" ] && break
+  sleep 0.05
+done
+[ -n "${addr:-}" ] || { echo "wsloop did not start:" >&2; cat "$log" >&2; exit 1; }
+
+instructions() { # messages -> total Ir
+  local file="$out/loadgen.$1.callgrind"
+  valgrind --tool=callgrind --callgrind-out-file="$file" \
+    target/profiling/loadgen --url "ws://$addr/" --mode echo -c "$connections" --size "$size" \
+    --pipeline "$pipeline" --messages "$1" --warmup 0 --duration 10m --quiet ${EXTRA:-} \
+    >"$out/loadgen.$1.txt" 2>"$out/loadgen.$1.valgrind.log"
+  grep -q '^result: ok' "$out/loadgen.$1.txt" || { cat "$out/loadgen.$1.txt" >&2; exit 1; }
+  awk '/^summary:/ {print $2}' "$file"
+}
+
+short_ir=$(instructions "$short")
+long_ir=$(instructions "$long")
+per_message=$(( (long_ir - short_ir) / (long - short) ))
+echo "connections $connections, size $size B, pipeline $pipeline"
+echo "run of $short messages: $short_ir instructions"
+echo "run of $long messages: $long_ir instructions"
+echo "user-space instructions per echoed message: $per_message"
+echo
+echo "Top functions (self cost) of the $long-message run:"
+callgrind_annotate --inclusive=no "$out/loadgen.$long.callgrind" 2>/dev/null | sed -n '1,60p' | grep -E '^ *[0-9,]+ ' | head -25

@@ -1,0 +1,139 @@
+//! Helpers shared by the loadgen integration tests: running the binary with
+//! a time bound, reading its JSON report and its .hgrm file.
+
+use std::{
+    io::Read,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+/// No loadgen run in these tests may take longer than this.
+pub const RUN_LIMIT: Duration = Duration::from_secs(90);
+
+/// What one loadgen run produced.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// The `--json` report, if the run wrote one.
+    pub json: Option<serde_json::Value>,
+    /// The `--hgrm` text, if the run wrote one.
+    pub hgrm: Option<String>,
+}
+
+impl Run {
+    /// The JSON report (panics with the run's output if there is none).
+    pub fn report(&self) -> &serde_json::Value {
+        self.json.as_ref().unwrap_or_else(|| panic!("no JSON report\n{self:#?}"))
+    }
+
+    /// An integer field of the report by JSON pointer, e.g. `/errors/total`.
+    pub fn int(&self, pointer: &str) -> u64 {
+        self.report()
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or_else(|| panic!("{pointer} is not an integer in\n{:#}", self.report()))
+    }
+
+    pub fn float(&self, pointer: &str) -> f64 {
+        self.report()
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or_else(|| panic!("{pointer} is not a number in\n{:#}", self.report()))
+    }
+}
+
+/// A fresh path under the system temp directory.
+pub fn temp_path(name: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("loadgen-test-{}-{n}-{name}", std::process::id()))
+}
+
+/// Runs loadgen with `args` plus `--json` and `--hgrm` files, bounded by [`RUN_LIMIT`].
+pub fn loadgen(args: &[&str]) -> Run {
+    let json = temp_path("report.json");
+    let hgrm = temp_path("latency.hgrm");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .arg("--hgrm")
+        .arg(&hgrm)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loadgen");
+    let mut stdout_pipe = child.stdout.take().unwrap();
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout_pipe.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for loadgen") {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("loadgen {args:?} ran longer than {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let run = Run {
+        code: status.code(),
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+        json: std::fs::read(&json).ok().map(|bytes| serde_json::from_slice(&bytes).expect("the report is valid JSON")),
+        hgrm: std::fs::read_to_string(&hgrm).ok(),
+    };
+    let _ = std::fs::remove_file(&json);
+    let _ = std::fs::remove_file(&hgrm);
+    run
+}
+
+/// The rows of an .hgrm file that plotters read: (value ms, quantile, total count, 1/(1-q)).
+/// Panics if the file does not have the percentile-spectrum shape.
+pub fn parse_hgrm(text: &str) -> Vec<(f64, f64, u64, f64)> {
+    assert!(text.contains("Value") && text.contains("Percentile") && text.contains("TotalCount"), "{text}");
+    let mut rows = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() != 4 {
+            continue;
+        }
+        let (Ok(value), Ok(quantile), Ok(count)) =
+            (fields[0].parse::<f64>(), fields[1].parse::<f64>(), fields[2].parse::<u64>())
+        else {
+            continue;
+        };
+        let inverse = if fields[3] == "inf" { f64::INFINITY } else { fields[3].parse().expect("1/(1-q) column") };
+        rows.push((value, quantile, count, inverse));
+    }
+    assert!(!rows.is_empty(), "no percentile rows in\n{text}");
+    for pair in rows.windows(2) {
+        assert!(pair[0].0 <= pair[1].0 && pair[0].1 <= pair[1].1 && pair[0].2 <= pair[1].2, "not monotonic: {pair:?}");
+    }
+    let footer = text.lines().find(|l| l.starts_with("#[Max")).expect("#[Max ...] footer");
+    let total: u64 = footer.rsplit('=').next().unwrap().trim().trim_end_matches(']').trim().parse().unwrap();
+    assert_eq!(rows.last().unwrap().2, total, "the last row counts every value");
+    rows
+}
+
+/// A port on 127.0.0.1 where nothing listens (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}

@@ -103,13 +103,11 @@ pub struct Cli {
 
     /// Workload.
     #[arg(long, env = "LOADGEN_MODE", value_enum, default_value_t = Mode::Echo)]
-    /// The workload.
     pub mode: Mode,
 
     /// Connections to open (in churn mode: connections open at any moment), e.g. 10k.
     #[arg(short = 'c', long, env = "LOADGEN_CONNECTIONS", default_value = DEFAULT_CONNECTIONS,
           value_parser = parse_positive_count)]
-    /// Connections to open (churn: open at a time).
     pub connections: u64,
 
     /// Event loops (threads); connections and --rate are split evenly between them.
@@ -118,7 +116,6 @@ pub struct Cli {
 
     /// New connections per second during the ramp (default: as fast as the server accepts, in batches).
     #[arg(long, env = "LOADGEN_CONNECT_RATE", value_parser = parse_positive_count)]
-    /// New connections per second in total, if paced.
     pub connect_rate: Option<u64>,
 
     /// Connection attempts in flight at once (per thread) while ramping up.
@@ -129,7 +126,6 @@ pub struct Cli {
     /// Time allowed from connect() to the server's 101 response.
     #[arg(long, env = "LOADGEN_CONNECT_TIMEOUT", default_value = DEFAULT_CONNECT_TIMEOUT,
           value_parser = parse_positive_duration)]
-    /// From `connect()` to the 101.
     pub connect_timeout: Duration,
 
     /// Local address to connect from (repeatable): connections are spread
@@ -147,7 +143,6 @@ pub struct Cli {
 
     /// Payload bytes per message (at least 32 for binary, 64 for text), e.g. 512 or 4KiB.
     #[arg(short = 's', long, env = "LOADGEN_SIZE", default_value = DEFAULT_SIZE, value_parser = parse_size)]
-    /// Payload bytes per data message.
     pub size: usize,
 
     /// Send text messages (ASCII payload, opcode 0x1).
@@ -160,55 +155,45 @@ pub struct Cli {
 
     /// Echo mode: messages each connection keeps in flight.
     #[arg(short = 'k', long, env = "LOADGEN_PIPELINE", default_value_t = 1, value_parser = parse_pipeline)]
-    /// Echo mode: messages in flight per connection.
     pub pipeline: u32,
 
     /// Rate mode: messages per second in total, spread evenly over the connections, e.g. 50k.
     #[arg(short = 'R', long, env = "LOADGEN_RATE", value_parser = parse_positive_count)]
-    /// Rate mode: messages per second in total.
     pub rate: Option<u64>,
 
     /// How long to measure, after the ramp and the warm-up, e.g. 30s.
     #[arg(short = 'd', long, env = "LOADGEN_DURATION", default_value = DEFAULT_DURATION,
           value_parser = parse_positive_duration)]
-    /// Length of the measurement window.
     pub duration: Duration,
 
     /// Traffic before the measurement starts; excluded from every figure.
     #[arg(long, env = "LOADGEN_WARMUP", default_value = DEFAULT_WARMUP, value_parser = parse_duration)]
-    /// Traffic before the window, measured by nothing.
     pub warmup: Duration,
 
     /// Echo mode: stop after this many messages in total (or at --duration, whichever comes first).
     #[arg(short = 'n', long, env = "LOADGEN_MESSAGES", value_parser = parse_positive_count)]
-    /// Echo mode: end the window after this many messages.
     pub messages: Option<u64>,
 
     /// An echo not back within this time counts as missing.
     #[arg(long, env = "LOADGEN_MESSAGE_TIMEOUT", default_value = DEFAULT_MESSAGE_TIMEOUT,
           value_parser = parse_positive_duration)]
-    /// Longest wait for an echo before the message counts as missing.
     pub message_timeout: Duration,
 
     /// Idle mode: time between pings on each connection.
     #[arg(long, env = "LOADGEN_PING_INTERVAL", default_value = DEFAULT_PING_INTERVAL,
           value_parser = parse_positive_duration)]
-    /// Idle mode: time between pings on each connection.
     pub ping_interval: Duration,
 
     /// Errors (failed connections and faults of any kind) tolerated before the run fails.
     #[arg(long, env = "LOADGEN_MAX_ERRORS", default_value_t = 0)]
-    /// Errors tolerated before the run fails.
     pub max_errors: u64,
 
     /// Write the results as one JSON document to this file (field reference in loadgen/README.md).
     #[arg(long, env = "LOADGEN_JSON")]
-    /// Where to write the JSON report.
     pub json: Option<PathBuf>,
 
     /// Write the latency distribution to this file in HdrHistogram's percentile format (.hgrm, milliseconds).
     #[arg(long, env = "LOADGEN_HGRM")]
-    /// Where to write the latency percentile distribution.
     pub hgrm: Option<PathBuf>,
 
     /// No live progress line.

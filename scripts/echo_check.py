@@ -13,7 +13,8 @@ Checks, each on the server at HOST:PORT:
   - ping gets a pong with the same payload;
   - close gets a close back with the same code;
   - a raw client that sends the upgrade request in two pieces and a frame one
-    byte at a time, so that the request and a frame header straddle reads.
+    byte at a time, so that the request and a frame header straddle reads,
+    then writes a whole 16 MiB message before it reads anything.
 Prints one line per check and exits non-zero on the first failure.
 """
 
@@ -107,7 +108,7 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
 
 
 def raw_check(host: str, port: int) -> None:
-    """Request in two pieces, then a 200-byte masked frame sent one byte at a time."""
+    """Request in two pieces, a 200-byte frame one byte at a time, then 16 MiB at once."""
     key = base64.b64encode(os.urandom(16)).decode()
     request = (
         f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -141,7 +142,18 @@ def raw_check(host: str, port: int) -> None:
         head = recv_exactly(sock, 4)
         assert head == bytes([0x82, 126]) + (200).to_bytes(2, "big"), f"echoed header {head!r}"
         assert recv_exactly(sock, 200) == payload, "echoed payload differs"
-    print("  ok handshake and frame straddling reads")
+        print("  ok handshake and frame straddling reads")
+
+        # A blocking client that writes a whole 16 MiB message before it reads
+        # anything: a server that echoes as it reads must keep reading while
+        # its own output waits, or both sides block. (Mask key 0: the payload
+        # goes over the wire as is, which keeps this fast in Python.)
+        payload = os.urandom(16 << 20)
+        sock.sendall(bytes([0x82, 0x80 | 127]) + len(payload).to_bytes(8, "big") + bytes(4) + payload)
+        head = recv_exactly(sock, 10)
+        assert head == bytes([0x82, 127]) + len(payload).to_bytes(8, "big"), f"echoed header {head!r}"
+        assert recv_exactly(sock, len(payload)) == payload, "echoed 16 MiB payload differs"
+    print("  ok 16 MiB written whole before reading")
 
 
 def main() -> int:

@@ -23,8 +23,10 @@
 //!   buffer as they arrive, so a frame may straddle reads and is never held
 //!   whole. Then one `write` of everything that read produced (corked output).
 //! - A partial write keeps the rest in the connection's `pending` buffer,
-//!   which the WRITABLE edge flushes; until it is empty the connection is not
-//!   read (that is the only back-pressure), then reading resumes.
+//!   which the WRITABLE edge flushes; output produced meanwhile queues behind
+//!   it. Reading stops only while over 64 MiB is pending (the only limit):
+//!   a client may write a whole message of up to 64 MiB, the other peers'
+//!   message limit, before it reads, without a deadlock.
 //! - A close frame is echoed, then the socket is dropped once written.
 
 use std::io::{self, Read, Write};
@@ -40,6 +42,7 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 const READ_BUFFER: usize = 512 * 1024;
 const MAX_REQUEST: usize = 8192;
+const MAX_PENDING: usize = 64 << 20;
 
 /// Where a connection is in the byte stream of frames.
 #[derive(Default)]
@@ -208,28 +211,25 @@ impl Server {
         }
         // Output is pending only after a short write, which arms a WRITABLE
         // edge; an event without it would only get EAGAIN.
-        if !c.pending.is_empty() {
-            if !event.is_writable() {
-                return true;
-            }
+        if !c.pending.is_empty() && event.is_writable() {
             match c.sock.write(&c.pending) {
                 Ok(n) if n == c.pending.len() => c.pending = Vec::new(), // give the memory back
-                Ok(n) => {
-                    c.pending.drain(..n);
-                    return true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Ok(n) => drop(c.pending.drain(..n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return false,
             }
-            if c.closing {
-                return false;
-            }
         }
-        while c.unread {
+        if c.closing {
+            return !c.pending.is_empty();
+        }
+        while c.unread && c.pending.len() < MAX_PENDING {
             let n = match c.sock.read(&mut self.rbuf) {
                 Ok(0) => return false,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.unread = false;
+                    return true;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return false,
             };
@@ -256,7 +256,9 @@ impl Server {
                     None => continue,
                 }
             };
-            if !self.wbuf.is_empty() {
+            if !c.pending.is_empty() {
+                c.pending.extend_from_slice(&self.wbuf); // in order, behind what waits for WRITABLE
+            } else if !self.wbuf.is_empty() {
                 match c.sock.write(&self.wbuf) {
                     Ok(n) if n == self.wbuf.len() => {}
                     Ok(n) => c.pending.extend_from_slice(&self.wbuf[n..]),
@@ -268,10 +270,9 @@ impl Server {
                 c.closing = true;
                 return !c.pending.is_empty();
             }
-            if !c.pending.is_empty() {
-                return true; // read again once WRITABLE has flushed it
-            }
         }
+        // Drained, or stopped at the limit with `unread` still set: then the
+        // next WRITABLE edge that flushes below it resumes reading.
         true
     }
 }

@@ -4,7 +4,7 @@
 //! can do at best: the least user-space work and the fewest syscalls that an
 //! echo can get away with. It is the only place in the repository where
 //! WebSocket framing is hand-rolled, on purpose, and it skips everything a
-//! real server must do: no UTF-8 check, no size limits, no reassembly of
+//! real server must do: no UTF-8 check, no message limits, no reassembly of
 //! fragments (each frame is echoed as it comes, FIN bit and all), no timeouts,
 //! no close handshake beyond echoing the close frame and dropping the socket.
 //!
@@ -63,7 +63,7 @@ struct Conn {
     request: Vec<u8>, // the HTTP request so far, only when it came in pieces
     framer: Framer,
     pending: Vec<u8>, // output the socket did not take yet
-    unread: bool,     // input may be waiting that we did not read (while `pending`)
+    unread: bool,     // input may be waiting that we have not read yet
     closing: bool,    // drop once `pending` is written
 }
 

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Closed-loop echo throughput, wsloop against the comparison peers, one run
+# each after the other in this script so the ratios compare like with like.
+# Each server is pinned to CPU 0 and loadgen to CPU 1; 500 connections, one
+# message in flight each, binary payloads of 512 B, 1 KiB, 8 KiB and 16 KiB;
+# the median of RUNS runs is reported.
+#
+# Prints one table (msgs/s, ratio to wsloop, server CPU, loadgen CPU,
+# p50/p99 round trip) and writes every run to target/bench-echo/results.json.
+#
+# Environment: RUNS (3), DURATION (5s), WARMUP (1s), CONNECTIONS (500),
+#   SIZES ("512 1024 8192 16384"),
+#   SERVERS ("wsloop minimal fastwebsockets tokio-tungstenite-4k tokio-tungstenite").
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+source scripts/lib/servers.sh
+
+runs=${RUNS:-3}
+duration=${DURATION:-5s}
+warmup=${WARMUP:-1s}
+connections=${CONNECTIONS:-500}
+sizes=${SIZES:-512 1024 8192 16384}
+servers=${SERVERS:-wsloop minimal fastwebsockets tokio-tungstenite-4k tokio-tungstenite}
+out=target/bench-echo
+mkdir -p "$out"
+rm -f "$out"/*.json "$out"/*.log
+
+[ "$(nproc)" -ge 2 ] || { echo "bench-echo.sh: needs 2 CPUs (server and loadgen each on its own)" >&2; exit 1; }
+echo "bench-echo.sh: building (release)"
+build_servers
+trap stop_server EXIT
+seconds() { python3 -c "import sys; from re import match; m = match(r'([0-9.]+)(ms|s)?$', sys.argv[1]); print(float(m[1]) / (1000 if m[2] == 'ms' else 1))" "$1"; }
+window=$(seconds "$duration")
+warm=$(seconds "$warmup")
+hz=$(getconf CLK_TCK)
+
+for size in $sizes; do
+  for run in $(seq "$runs"); do
+    # Interleave the servers within each round, so that slow drifts of this
+    # shared machine hit all of them alike.
+    for server in $servers; do
+      tag="$server-$size-$run"
+      start_server "$server" "$out/$tag.log" taskset -c 0
+      taskset -c 1 target/release/loadgen --url "ws://$SERVER_ADDR/" --mode echo --connections "$connections" \
+        --size "$size" --duration "$duration" --warmup "$warmup" --quiet --json "$out/$tag.json" >/dev/null &
+      loadgen=$!
+      # The server's CPU over the middle of the measurement window.
+      sleep "$(python3 -c "print(0.6 + $warm + 0.2)")"
+      ticks0=$(cpu_ticks "$SERVER_PID"); t0=$(date +%s.%N)
+      sleep "$(python3 -c "print(max(0.5, $window - 0.6))")"
+      ticks1=$(cpu_ticks "$SERVER_PID"); t1=$(date +%s.%N)
+      status=0
+      wait "$loadgen" || status=$?
+      stop_server
+      python3 - "$out/$tag.json" "$server" "$size" "$run" "$ticks0" "$ticks1" "$t0" "$t1" "$hz" "$status" <<'PY'
+import json, sys
+path, server, size, run, ticks0, ticks1, t0, t1, hz, status = sys.argv[1:]
+report = json.load(open(path))
+report["bench"] = {
+    "server": server, "size": int(size), "run": int(run), "loadgen_exit": int(status),
+    "server_cpu": (int(ticks1) - int(ticks0)) / int(hz) / (float(t1) - float(t0)),
+}
+json.dump(report, open(path, "w"))
+PY
+      printf '  %-22s %6s B  run %s: %8.0f msgs/s\n' "$server" "$size" "$run" \
+        "$(python3 -c "import json; print(json.load(open('$out/$tag.json'))['messages']['per_s'])")"
+    done
+  done
+done
+
+python3 - "$out" "$runs" <<'PY'
+import glob, json, os, platform, statistics, sys, datetime
+out, runs = sys.argv[1], int(sys.argv[2])
+reports = [json.load(open(p)) for p in sorted(glob.glob(f"{out}/*-*-*.json"))]
+rows, summary = {}, []
+for r in reports:
+    b = r["bench"]
+    rows.setdefault((b["size"], b["server"]), []).append(r)
+order = os.environ.get("SERVERS", "wsloop minimal fastwebsockets tokio-tungstenite-4k tokio-tungstenite").split()
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+print(f"\nEcho, {reports[0]['settings']['connections']} connections, 1 in flight each, binary; server on CPU 0, "
+      f"loadgen on CPU 1; median of {runs} runs ({datetime.date.today()}, {os.cpu_count()} x {cpu})\n")
+print("| payload | server | msgs/s | vs wsloop | server CPU | loadgen CPU | p50 us | p99 us | errors |")
+print("|---|---|---|---|---|---|---|---|---|")
+warnings = []
+for size in sorted({k[0] for k in rows}):
+    base = None
+    for server in [s for s in order if (size, s) in rows]:
+        runs_ = sorted(rows[(size, server)], key=lambda r: r["messages"]["per_s"])
+        median = runs_[len(runs_) // 2]
+        rate = median["messages"]["per_s"]
+        base = rate if server == "wsloop" else base
+        ratio = f"{rate / base:.2f}x" if base else "-"
+        errors = sum(r["errors"]["total"] for r in runs_)
+        scpu, lcpu = median["bench"]["server_cpu"], median["cpu"]["cores_busy"]
+        lat = median["latency_us"]
+        print(f"| {size} B | {server} | {rate:,.0f} | {ratio} | {scpu:.0%} | {lcpu:.0%} | {lat['p50']:.0f} | {lat['p99']:.0f} | {errors} |")
+        summary.append({"size": size, "server": server, "msgs_per_s": rate, "vs_wsloop": rate / base if base else None,
+                        "server_cpu": scpu, "loadgen_cpu": lcpu, "p50_us": lat["p50"], "p99_us": lat["p99"],
+                        "errors": errors, "runs": [r["messages"]["per_s"] for r in runs_]})
+        if scpu < 0.95:
+            warnings.append(f"{server} at {size} B used {scpu:.0%} of its core: the load generator (at {lcpu:.0%}) may be the bottleneck")
+        if errors:
+            warnings.append(f"{server} at {size} B: {errors} integrity errors")
+for w in warnings:
+    print(f"note: {w}")
+json.dump({"date": str(datetime.date.today()), "machine": f"{os.cpu_count()} x {cpu}", "kernel": platform.release(),
+           "summary": summary, "runs": reports}, open(f"{out}/results.json", "w"), indent=1)
+print(f"\nall runs: {out}/results.json")
+PY

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# User-space instructions per echoed message, for the server, counted by
+# valgrind's callgrind: exact and repeatable whatever else the machine is
+# doing, so it is the judge of micro-optimisations. Two loadgen echo runs
+# (short and long) each against a fresh server under callgrind; set-up is the
+# same in both, so
+#   (instructions_long - instructions_short) / (messages_long - messages_short)
+# is the steady-state cost per message. Kernel time is not counted.
+#
+# Usage: scripts/callgrind.sh [SERVER]   (default wsloop)
+# Environment: CONNECTIONS (100), SIZE (512), SHORT (20000), LONG (120000) messages.
+# Output: the figure, the top functions of the long run, and
+# target/callgrind/<server>-<messages>.out for callgrind_annotate or kcachegrind.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+source scripts/lib/servers.sh
+server=${1:-wsloop}
+connections=${CONNECTIONS:-100}
+size=${SIZE:-512}
+short=${SHORT:-20000}
+long=${LONG:-120000}
+out=target/callgrind
+mkdir -p "$out"
+command -v valgrind >/dev/null || { echo "callgrind.sh: needs valgrind (Debian: apt-get install valgrind)" >&2; exit 1; }
+build_servers
+# Symbols for the annotation: the profiling profile is release plus debug info.
+if [ "$server" = wsloop ]; then
+  cargo build --quiet --profile profiling --bin wsloop
+fi
+trap stop_server EXIT
+
+instructions() {
+  local messages=$1 file="$out/$server-$1.out"
+  local command
+  command=$(server_command "$server")
+  [ "$server" = wsloop ] && command=${command/release/profiling}
+  # shellcheck disable=SC2086
+  valgrind --tool=callgrind --callgrind-out-file="$file" $command >"$out/$server.log" 2>&1 &
+  SERVER_PID=$!
+  SERVER_ADDR=""
+  for _ in $(seq 600); do
+    SERVER_ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$out/$server.log" | head -n1)
+    [ -n "$SERVER_ADDR" ] && break
+    sleep 0.1
+  done
+  [ -n "$SERVER_ADDR" ] || { cat "$out/$server.log" >&2; exit 1; }
+  target/release/loadgen --url "ws://$SERVER_ADDR/" --mode echo -c "$connections" --size "$size" \
+    --messages "$messages" --duration 600s --warmup 0 --connect-timeout 60s --quiet \
+    --json "$out/loadgen-$messages.json" >/dev/null
+  stop_server
+}
+
+instructions "$short"
+instructions "$long"
+python3 - "$out" "$server" "$short" "$long" "$connections" "$size" <<'PY'
+import json, re, sys
+out, server, short, long_, connections, size = sys.argv[1:]
+def total(n):
+    text = open(f"{out}/{server}-{n}.out").read()
+    ir = int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1))
+    messages = json.load(open(f"{out}/loadgen-{n}.json"))["messages"]["received"]
+    return ir, messages
+(ia, ma), (ib, mb) = total(short), total(long_)
+per = (ib - ia) / (mb - ma)
+print(f"{server}: {per:.0f} user-space instructions per echoed {size} B message "
+      f"({connections} connections; runs of {ma} and {mb} messages, set-up cancelled out)")
+json.dump({"server": server, "instructions_per_message": per}, open(f"{out}/{server}.json", "w"), indent=1)
+PY
+echo "top functions (exclusive instructions, long run):"
+callgrind_annotate --inclusive=no "$out/$server-$long.out" 2>/dev/null | sed -n '/^Ir/,$p' | head -30

@@ -1,0 +1,73 @@
+# Shared by the benchmark scripts (source it): building, starting and
+# measuring the servers under test. Every server prints one line
+# `listening on HOST:PORT` at start; we start each on port 0 and read it.
+#
+# Servers, by name:
+#   wsloop                        this project (release build)
+#   minimal                       peers/: the hand-rolled frame-echo ceiling (one mio loop)
+#   fastwebsockets                peers/: fastwebsockets on a tokio current_thread runtime
+#   tokio-tungstenite-4k          peers/: tokio-tungstenite, 4 KiB read buffer
+#   tokio-tungstenite             peers/: tokio-tungstenite, its defaults (128 KiB read buffer)
+
+ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+
+# build_servers: release builds of wsloop, loadgen and the peers.
+build_servers() {
+  (cd "$ROOT" && cargo build --release --quiet --bin wsloop --bin loadgen)
+  if [ -f "$ROOT/peers/Cargo.toml" ]; then (cd "$ROOT" && cargo build --release --quiet --manifest-path peers/Cargo.toml); fi
+}
+
+# server_command NAME: the command line that runs server NAME on a free port.
+server_command() {
+  local peers="$ROOT/peers/target/release"
+  case "$1" in
+    wsloop) echo "$ROOT/target/release/wsloop --listen 127.0.0.1:0 --max-connections 100000 --stats-interval 0" ;;
+    minimal) echo "$peers/peer-minimal --listen 127.0.0.1:0" ;;
+    fastwebsockets) echo "$peers/peer-fastwebsockets --listen 127.0.0.1:0" ;;
+    tokio-tungstenite-4k) echo "$peers/peer-tokio-tungstenite --listen 127.0.0.1:0 --read-buffer 4096" ;;
+    tokio-tungstenite) echo "$peers/peer-tokio-tungstenite --listen 127.0.0.1:0" ;;
+    *) echo "unknown server: $1" >&2; return 1 ;;
+  esac
+}
+
+# start_server NAME LOG [PREFIX...]: starts server NAME (optionally under a
+# prefix such as `taskset -c 0`), waits for its address.
+# Sets SERVER_PID and SERVER_ADDR.
+start_server() {
+  local name=$1 log=$2
+  shift 2
+  local command
+  command=$(server_command "$name") || return 1
+  # shellcheck disable=SC2086 # the command is split into words on purpose
+  "$@" $command >"$log" 2>&1 &
+  SERVER_PID=$!
+  SERVER_ADDR=""
+  for _ in $(seq 200); do
+    SERVER_ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$log" | head -n1)
+    [ -n "$SERVER_ADDR" ] && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "server $name did not start; its log:" >&2
+  cat "$log" >&2
+  return 1
+}
+
+# stop_server: SIGTERM, then SIGKILL if it lingers.
+stop_server() {
+  [ -n "${SERVER_PID:-}" ] || return 0
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 100); do
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -KILL "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+}
+
+# cpu_ticks PID: user+system CPU time in clock ticks (see CLK_TCK).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# rss_kib PID: resident memory.
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }

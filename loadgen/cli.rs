@@ -188,7 +188,7 @@ pub struct Cli {
     #[arg(long, env = "LOADGEN_MAX_ERRORS", default_value_t = 0)]
     pub max_errors: u64,
 
-    /// Write the results as one JSON document to this file (field reference in loadgen/README.md).
+    /// Write the results as one JSON document to this file (field reference in the README, "Load testing").
     #[arg(long, env = "LOADGEN_JSON")]
     pub json: Option<PathBuf>,
 

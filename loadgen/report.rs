@@ -2,7 +2,7 @@
 //! as a human summary and written as JSON.
 //!
 //! The JSON field names are a stable interface for scripts (documented in
-//! `loadgen/README.md`); add fields, never rename them. Latencies are in
+//! the README, "Load testing"); add fields, never rename them. Latencies are in
 //! microseconds, rates per second, sizes in bytes (payload only: frame
 //! headers and TCP/IP overhead excluded), MB are 10^6 bytes.
 

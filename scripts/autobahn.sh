@@ -18,17 +18,11 @@ rm -rf "$report"
 mkdir -p "$report"
 
 # Port 0: the server picks a free port and says which in its first log line.
-RUST_LOG=info target/release/wsloop --listen 127.0.0.1:0 >"$log" 2>&1 &
-server=$!
+source scripts/lib/servers.sh
+start_process "$log" env RUST_LOG=info target/release/wsloop --listen 127.0.0.1:0
+server=$SERVER_PID
+addr=$SERVER_ADDR
 trap 'kill $server 2>/dev/null || true' EXIT
-addr=""
-for _ in $(seq 100); do
-  addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$log" | head -n1)
-  [ -n "$addr" ] && break
-  kill -0 $server 2>/dev/null || { cat "$log"; echo "autobahn.sh: wsloop exited" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$addr" ] || { cat "$log"; echo "autobahn.sh: wsloop did not start" >&2; exit 1; }
 echo "autobahn.sh: wsloop on $addr; running cases 1-10 with kosoku"
 
 set +e

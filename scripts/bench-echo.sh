@@ -5,8 +5,11 @@
 # message in flight each, binary payloads of 512 B, 1 KiB, 8 KiB and 16 KiB;
 # the median of RUNS runs is reported.
 #
-# Prints one table (msgs/s, ratio to wsloop, server CPU, loadgen CPU,
-# p50/p99 round trip) and writes every run to target/bench-echo/results.json.
+# Prints one table (msgs/s, ratio to wsloop, how busy each core was, CPU time
+# per message on each side, p50/p99 round trip) and writes every run to
+# target/bench-echo/results.json. "Core busy" comes from /proc/stat and
+# includes softirq time (much of loopback TCP's work), which per-process
+# accounting misses; it is the figure that says whether a side was saturated.
 #
 # Environment: RUNS (3), DURATION (5s), WARMUP (1s), CONNECTIONS (500),
 #   SIZES ("512 1024 8192 16384"),
@@ -47,19 +50,23 @@ for size in $sizes; do
       loadgen=$!
       # The server's CPU over the middle of the measurement window.
       sleep "$(python3 -c "print(0.6 + $warm + 0.2)")"
-      ticks0=$(cpu_ticks "$SERVER_PID"); t0=$(date +%s.%N)
+      ticks0=$(cpu_ticks "$SERVER_PID"); core0_0=$(core_ticks 0); core1_0=$(core_ticks 1); t0=$(date +%s.%N)
       sleep "$(python3 -c "print(max(0.5, $window - 0.6))")"
-      ticks1=$(cpu_ticks "$SERVER_PID"); t1=$(date +%s.%N)
+      ticks1=$(cpu_ticks "$SERVER_PID"); core0_1=$(core_ticks 0); core1_1=$(core_ticks 1); t1=$(date +%s.%N)
       status=0
       wait "$loadgen" || status=$?
       stop_server
-      python3 - "$out/$tag.json" "$server" "$size" "$run" "$ticks0" "$ticks1" "$t0" "$t1" "$hz" "$status" <<'PY'
+      python3 - "$out/$tag.json" "$server" "$size" "$run" "$ticks0" "$ticks1" "$t0" "$t1" "$hz" "$status" \
+        "$core0_0" "$core0_1" "$core1_0" "$core1_1" <<'PY'
 import json, sys
-path, server, size, run, ticks0, ticks1, t0, t1, hz, status = sys.argv[1:]
+path, server, size, run, ticks0, ticks1, t0, t1, hz, status = sys.argv[1:11]
+core = [tuple(map(int, a.split())) for a in sys.argv[11:15]]
+busy = lambda a, b: (b[0] - a[0]) / max(1, b[1] - a[1])
 report = json.load(open(path))
 report["bench"] = {
     "server": server, "size": int(size), "run": int(run), "loadgen_exit": int(status),
     "server_cpu": (int(ticks1) - int(ticks0)) / int(hz) / (float(t1) - float(t0)),
+    "server_core_busy": busy(core[0], core[1]), "loadgen_core_busy": busy(core[2], core[3]),
 }
 json.dump(report, open(path, "w"))
 PY
@@ -81,8 +88,8 @@ order = os.environ.get("SERVERS", "wsloop minimal fastwebsockets tokio-tungsteni
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"\nEcho, {reports[0]['settings']['connections']} connections, 1 in flight each, binary; server on CPU 0, "
       f"loadgen on CPU 1; median of {runs} runs ({datetime.date.today()}, {os.cpu_count()} x {cpu})\n")
-print("| payload | server | msgs/s | vs wsloop | server CPU | loadgen CPU | p50 us | p99 us | errors |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| payload | server | msgs/s | vs wsloop | server core busy | loadgen core busy | server us/msg | p50 us | p99 us | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 warnings = []
 for size in sorted({k[0] for k in rows}):
     base = None
@@ -93,14 +100,21 @@ for size in sorted({k[0] for k in rows}):
         base = rate if server == "wsloop" else base
         ratio = f"{rate / base:.2f}x" if base else "-"
         errors = sum(r["errors"]["total"] for r in runs_)
-        scpu, lcpu = median["bench"]["server_cpu"], median["cpu"]["cores_busy"]
+        b = median["bench"]
+        score, lcore = b["server_core_busy"], b["loadgen_core_busy"]
+        # CPU 0 time per message: the server and the kernel work it caused (softirq included).
+        us_per_msg = score / rate * 1e6
         lat = median["latency_us"]
-        print(f"| {size} B | {server} | {rate:,.0f} | {ratio} | {scpu:.0%} | {lcpu:.0%} | {lat['p50']:.0f} | {lat['p99']:.0f} | {errors} |")
+        print(f"| {size} B | {server} | {rate:,.0f} | {ratio} | {score:.0%} | {lcore:.0%} | {us_per_msg:.2f} | "
+              f"{lat['p50']:.0f} | {lat['p99']:.0f} | {errors} |")
         summary.append({"size": size, "server": server, "msgs_per_s": rate, "vs_wsloop": rate / base if base else None,
-                        "server_cpu": scpu, "loadgen_cpu": lcpu, "p50_us": lat["p50"], "p99_us": lat["p99"],
+                        "server_core_busy": score, "loadgen_core_busy": lcore, "server_process_cpu": b["server_cpu"],
+                        "server_us_per_msg": us_per_msg, "loadgen_us_per_msg": median["cpu"]["per_message_us"],
+                        "p50_us": lat["p50"], "p99_us": lat["p99"],
                         "errors": errors, "runs": [r["messages"]["per_s"] for r in runs_]})
-        if scpu < 0.95:
-            warnings.append(f"{server} at {size} B used {scpu:.0%} of its core: the load generator (at {lcpu:.0%}) may be the bottleneck")
+        if score < 0.95:
+            warnings.append(f"{server} at {size} B: its core was {score:.0%} busy, loadgen's {lcore:.0%}: "
+                            + ("the load generator is the bottleneck" if lcore >= 0.95 else "neither side saturated"))
         if errors:
             warnings.append(f"{server} at {size} B: {errors} integrity errors")
 for w in warnings:

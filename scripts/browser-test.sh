@@ -25,17 +25,11 @@ log="$root/target/browser-test-server.log"
 
 # Port 0: the server picks a free port and says which in its first log line.
 # A short stats interval, so the page's "recent" latency window fills during the test.
-RUST_LOG=info target/release/wsloop --listen 127.0.0.1:0 --stats-interval 3s >"$log" 2>&1 &
-server=$!
+source scripts/lib/servers.sh
+start_process "$log" env RUST_LOG=info target/release/wsloop --listen 127.0.0.1:0 --stats-interval 3s
+server=$SERVER_PID
+addr=$SERVER_ADDR
 trap 'kill $server 2>/dev/null || true' EXIT
-addr=""
-for _ in $(seq 100); do
-  addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$log" | head -n1)
-  [ -n "$addr" ] && break
-  kill -0 $server 2>/dev/null || { cat "$log"; echo "browser-test.sh: wsloop exited" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$addr" ] || { cat "$log"; echo "browser-test.sh: wsloop did not start" >&2; exit 1; }
 echo "browser-test.sh: wsloop on $addr; $(/usr/bin/chromium --version 2>/dev/null)"
 
 set +e

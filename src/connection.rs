@@ -150,35 +150,29 @@ impl Connection {
     pub fn accepted(socket: Socket, metrics_only: bool, cx: &mut Context<'_>) -> Self {
         cx.metrics.connections_accepted += 1;
         cx.metrics.connections_open += 1;
-        Connection {
-            state: State::Handshaking(Box::new(Handshake::new(socket))),
-            last_seen: cx.now,
-            deadline: cx.now.wrapping_add(clock::ticks(cx.config.handshake_timeout)),
-            backpressure_since: 0,
-            close_code: 0,
-            reported_pending: 0,
-            unrecorded: 0,
-            unrecorded_since: 0,
-            interest: Interest::READABLE,
-            flags: COUNTED_OPEN | if metrics_only { METRICS_ONLY } else { 0 },
-        }
+        let flags = COUNTED_OPEN | if metrics_only { METRICS_ONLY } else { 0 };
+        Self::new(Handshake::new(socket), cx.now, cx.config.handshake_timeout, flags)
     }
 
     /// A connection over `--max-connections`: it is sent `refusal` and lingers
     /// briefly; it is not counted as open.
     pub fn refused(socket: Socket, refusal: &Refusal, cx: &mut Context<'_>) -> Self {
         cx.metrics.connections_accepted += 1;
+        Self::new(Handshake::refuse_now(socket, refusal), cx.now, CLOSE_GRACE, 0)
+    }
+
+    fn new(handshake: Handshake, now: Tick, time_allowed: Duration, flags: u8) -> Self {
         Connection {
-            state: State::Handshaking(Box::new(Handshake::refuse_now(socket, refusal))),
-            last_seen: cx.now,
-            deadline: cx.now.wrapping_add(clock::ticks(CLOSE_GRACE)),
+            state: State::Handshaking(Box::new(handshake)),
+            last_seen: now,
+            deadline: now.wrapping_add(clock::ticks(time_allowed)),
             backpressure_since: 0,
             close_code: 0,
             reported_pending: 0,
             unrecorded: 0,
             unrecorded_since: 0,
             interest: Interest::READABLE,
-            flags: 0,
+            flags,
         }
     }
 
@@ -347,6 +341,7 @@ impl Connection {
             Progress::Pending => Step::Keep,
             Progress::Request(request) => {
                 // A plain HTTP request: not a WebSocket connection after all.
+                // (Not stop_counting_open(): `hs` borrows the state.)
                 if self.flags & COUNTED_OPEN != 0 {
                     self.flags &= !COUNTED_OPEN;
                     cx.metrics.connections_open = cx.metrics.connections_open.saturating_sub(1);

@@ -4,6 +4,7 @@
 #
 # Servers, by name:
 #   wsloop                        this project (release build)
+#   wsloop-no-latency             the same with --no-latency (what latency recording costs)
 #   minimal                       peers/: the hand-rolled frame-echo ceiling (one mio loop)
 #   fastwebsockets                peers/: fastwebsockets on a tokio current_thread runtime
 #   tokio-tungstenite-4k          peers/: tokio-tungstenite, 4 KiB read buffer
@@ -22,6 +23,7 @@ server_command() {
   local peers="$ROOT/peers/target/release"
   case "$1" in
     wsloop) echo "$ROOT/target/release/wsloop --listen 127.0.0.1:0 --max-connections 100000 --stats-interval 0" ;;
+    wsloop-no-latency) echo "$(server_command wsloop) --no-latency" ;;
     minimal) echo "$peers/peer-minimal --listen 127.0.0.1:0" ;;
     fastwebsockets) echo "$peers/peer-fastwebsockets --listen 127.0.0.1:0" ;;
     tokio-tungstenite-4k) echo "$peers/peer-tokio-tungstenite --listen 127.0.0.1:0 --read-buffer 4096" ;;
@@ -39,7 +41,16 @@ start_server() {
   local command
   command=$(server_command "$name") || return 1
   # shellcheck disable=SC2086 # the command is split into words on purpose
-  "$@" $command >"$log" 2>&1 &
+  start_process "$log" "$@" $command
+}
+
+# start_process LOG COMMAND...: runs any server command line in the
+# background and waits for its `listening on HOST:PORT` line.
+# Sets SERVER_PID and SERVER_ADDR.
+start_process() {
+  local log=$1
+  shift
+  "$@" >"$log" 2>&1 &
   SERVER_PID=$!
   SERVER_ADDR=""
   for _ in $(seq 200); do
@@ -48,7 +59,7 @@ start_server() {
     kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.05
   done
-  echo "server $name did not start; its log:" >&2
+  echo "server did not start ($*); its log:" >&2
   cat "$log" >&2
   return 1
 }
@@ -68,6 +79,13 @@ stop_server() {
 
 # cpu_ticks PID: user+system CPU time in clock ticks (see CLK_TCK).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# core_ticks CPU: "busy total" clock ticks of one CPU from /proc/stat. Busy
+# includes softirq time, where loopback TCP does much of its work and which
+# /proc/PID/stat does not charge to the process.
+core_ticks() {
+  awk -v cpu="cpu$1" '$1 == cpu { total = 0; for (i = 2; i <= 9; i++) total += $i; print total - $5 - $6, total }' /proc/stat
+}
 
 # rss_kib PID: resident memory.
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }

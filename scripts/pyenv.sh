@@ -12,6 +12,11 @@ venv="$root/target/pyenv"
 stamp="$venv/.installed-v2"
 packages=(kosoku==0.1.0 websockets==15.0.1 prometheus_client==0.22.1 selenium==4.51.0)
 
+# Tests run in parallel and may all ask at once on a fresh checkout: one
+# creates the virtualenv while the others wait for it.
+mkdir -p "$root/target"
+exec 9>"$root/target/.pyenv.lock"
+flock 9
 if [ ! -f "$stamp" ]; then
   python=${PYTHON:-python3}
   command -v "$python" >/dev/null || { echo "pyenv.sh: $python not found; install Python 3.10+" >&2; exit 1; }

@@ -176,11 +176,6 @@ impl Connection {
         }
     }
 
-    /// Whether it counts against `--max-connections`.
-    pub fn counts_as_open(&self) -> bool {
-        self.flags & COUNTED_OPEN != 0
-    }
-
     pub fn socket_mut(&mut self) -> Option<&mut Socket> {
         match &mut self.state {
             State::Handshaking(hs) => Some(hs.socket_mut()),

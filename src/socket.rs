@@ -121,8 +121,6 @@ const WRITE_BLOCKED: u8 = 2;
 const READ_CLOSED_HINT: u8 = 4;
 /// The read budget ran out in this wakeup: the loop should come back.
 const BUDGET_SPENT: u8 = 8;
-/// A read returned end-of-file (or an error).
-const SAW_EOF: u8 = 16;
 
 impl Socket {
     pub fn new(stream: TcpStream) -> Self {
@@ -181,17 +179,6 @@ impl Socket {
     /// waiting for an edge that may never come.
     pub fn budget_spent(&self) -> bool {
         self.flags & BUDGET_SPENT != 0
-    }
-
-    /// Whether input may be waiting that no future edge will announce: bytes
-    /// kept back in the spill, or a kernel queue not yet read to empty.
-    pub fn has_buffered_input(&self) -> bool {
-        self.spill.is_some() || self.flags & READ_DRAINED == 0
-    }
-
-    /// Whether a read has returned end-of-file.
-    pub fn saw_eof(&self) -> bool {
-        self.flags & SAW_EOF != 0
     }
 
     /// Half-closes: our FIN follows the bytes already written.
@@ -277,20 +264,18 @@ impl Read for Socket {
 }
 
 impl Socket {
+    /// After a read of `got` bytes out of `asked`: end-of-file, or a short
+    /// read (unless the peer half-closed: then read on to the end-of-file),
+    /// means nothing more until the next edge.
     fn note_read(&mut self, got: usize, asked: usize) {
-        if got == 0 {
-            self.flags |= SAW_EOF | READ_DRAINED;
-        } else if got < asked && self.flags & READ_CLOSED_HINT == 0 {
+        if got == 0 || (got < asked && self.flags & READ_CLOSED_HINT == 0) {
             self.flags |= READ_DRAINED;
         }
     }
 
-    fn note_read_error(&mut self, err: &io::Error) {
-        if err.kind() == io::ErrorKind::WouldBlock {
-            self.flags |= READ_DRAINED;
-        } else {
-            self.flags |= SAW_EOF | READ_DRAINED;
-        }
+    /// After a failed read: `WouldBlock` or a socket error, nothing more to read now.
+    fn note_read_error(&mut self, _err: &io::Error) {
+        self.flags |= READ_DRAINED;
     }
 }
 
@@ -381,7 +366,6 @@ mod tests {
         assert_eq!(socket.read(&mut out).unwrap(), 3);
         socket.give_back(&mut loop_buf);
         // The unread "er" stays with the connection, ahead of anything new.
-        assert!(socket.has_buffered_input());
         socket.lend(&mut loop_buf, 1 << 20);
         assert_eq!(socket.read(&mut out).unwrap(), 2);
         assert_eq!(&out[..2], b"er");
@@ -414,7 +398,7 @@ mod tests {
     }
 
     #[test]
-    fn eof_is_zero_and_recorded() {
+    fn eof_reads_as_zero() {
         let (mut socket, client) = pair();
         drop(client);
         wait_readable(&socket);
@@ -423,7 +407,8 @@ mod tests {
         socket.lend(&mut loop_buf, 1 << 20);
         let mut out = [0u8; 8];
         assert_eq!(socket.read(&mut out).unwrap(), 0);
-        assert!(socket.saw_eof());
+        // And the next read does not go back to the kernel for more.
+        assert_eq!(socket.read(&mut out).unwrap_err().kind(), io::ErrorKind::WouldBlock);
         socket.give_back(&mut loop_buf);
     }
 

@@ -243,7 +243,7 @@ impl Read for Socket {
             }
             if self.lent.capacity() == 0 {
                 // Not lent (not inside a wakeup): read straight into the caller's buffer.
-                let n = read_retrying(&mut self.stream, out).inspect_err(|e| self.note_read_error(e))?;
+                let n = read_retrying(&mut self.stream, out).inspect_err(|_| self.note_read_failed())?;
                 self.note_read(n, out.len());
                 return Ok(n);
             }
@@ -251,7 +251,7 @@ impl Read for Socket {
                 self.flags |= BUDGET_SPENT;
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            let n = self.lent.fill(&mut self.stream).inspect_err(|e| self.note_read_error(e))?;
+            let n = self.lent.fill(&mut self.stream).inspect_err(|_| self.note_read_failed())?;
             self.read_budget = self.read_budget.saturating_sub(n as u32);
             let asked = self.lent.capacity();
             self.note_read(n, asked);
@@ -274,7 +274,7 @@ impl Socket {
     }
 
     /// After a failed read: `WouldBlock` or a socket error, nothing more to read now.
-    fn note_read_error(&mut self, _err: &io::Error) {
+    fn note_read_failed(&mut self) {
         self.flags |= READ_DRAINED;
     }
 }

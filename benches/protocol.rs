@@ -68,8 +68,7 @@ fn bench_echo(c: &mut Criterion) {
                         s.readable_until = ends[next];
                         next = (next + 1) % FRAMES;
                         s.output.clear();
-                        let wakeup =
-                            cycle::serve(&mut ws, config.max_backpressure, &mut close_code, &config, &mut metrics);
+                        let wakeup = cycle::serve(&mut ws, &mut close_code, &config, &mut metrics);
                         // What drive_open does after the flush.
                         if let Some(start) = wakeup.first_complete {
                             metrics.record_latency(cycle::nanos(Instant::now() - start), wakeup.served);

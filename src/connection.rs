@@ -270,18 +270,11 @@ impl Connection {
 
     /// Accounting for a connection the loop is about to free.
     pub fn on_remove(&mut self, metrics: &mut Metrics) {
-        self.stop_counting_open(metrics);
+        stop_counting_open(&mut self.flags, metrics);
         metrics.pending_output_bytes = metrics.pending_output_bytes.saturating_sub(u64::from(self.reported_pending));
         self.reported_pending = 0;
         if matches!(self.state, State::Open(_) | State::Closing(_)) {
             metrics.count_close(if self.close_code == 0 { 1006 } else { self.close_code });
-        }
-    }
-
-    fn stop_counting_open(&mut self, metrics: &mut Metrics) {
-        if self.flags & COUNTED_OPEN != 0 {
-            self.flags &= !COUNTED_OPEN;
-            metrics.connections_open = metrics.connections_open.saturating_sub(1);
         }
     }
 
@@ -309,14 +302,9 @@ impl Connection {
         step
     }
 
+    /// READABLE always; WRITABLE too while output is waiting for the kernel.
     fn wanted_interest(&self) -> Interest {
-        let blocked = match &self.state {
-            State::Handshaking(hs) => return hs_interest(hs),
-            State::Open(ws) => ws.get_ref().write_blocked(),
-            State::Closing(closing) => closing.ws.get_ref().write_blocked(),
-            State::Moving => false,
-        };
-        if blocked {
+        if self.socket().is_some_and(Socket::write_blocked) {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
@@ -336,11 +324,7 @@ impl Connection {
             Progress::Pending => Step::Keep,
             Progress::Request(request) => {
                 // A plain HTTP request: not a WebSocket connection after all.
-                // (Not stop_counting_open(): `hs` borrows the state.)
-                if self.flags & COUNTED_OPEN != 0 {
-                    self.flags &= !COUNTED_OPEN;
-                    cx.metrics.connections_open = cx.metrics.connections_open.saturating_sub(1);
-                }
+                stop_counting_open(&mut self.flags, cx.metrics);
                 cx.metrics.count_http_request(request.route);
                 let source = pages::Source {
                     metrics: cx.metrics,
@@ -361,9 +345,10 @@ impl Connection {
                     "refused handshake"
                 );
                 cx.metrics.count_refusal(refusal.kind);
-                self.stop_counting_open(cx.metrics);
+                stop_counting_open(&mut self.flags, cx.metrics);
                 self.deadline = cx.now.wrapping_add(clock::ticks(CLOSE_GRACE));
-                Step::Keep
+                // Deliver the response now.
+                self.drive_handshake(cx)
             }
             Progress::Upgraded => {
                 let State::Handshaking(hs) = std::mem::replace(&mut self.state, State::Moving) else {
@@ -391,56 +376,57 @@ impl Connection {
     /// application, queue the replies, and flush once per batch.
     fn drive_open(&mut self, cx: &mut Context<'_>) -> Step {
         let State::Open(ws) = &mut self.state else { return Step::Remove };
-        let limit = cx.config.max_backpressure;
-
-        let Wakeup { served, first_complete, outcome } =
-            cycle::serve(ws, limit, &mut self.close_code, cx.config, cx.metrics);
-
-        let socket = ws.get_ref();
+        let wakeup = cycle::serve(ws, &mut self.close_code, cx.config, cx.metrics);
+        let (pending, budget_spent) = (ws.get_ref().pending_output(), ws.get_ref().budget_spent());
         if !cx.config.no_latency {
-            // Two clock reads per wakeup, not per message: every reply of
-            // the batch is timed from the first message's completion.
-            if socket.pending_output() == 0 {
-                let done = (first_complete.is_some() || self.unrecorded > 0).then(Instant::now);
-                if let (Some(start), Some(done)) = (first_complete, done) {
-                    cx.metrics.record_latency(cycle::nanos(done - start), served);
-                }
-                if let (true, Some(done)) = (self.unrecorded > 0, done) {
-                    // Replies that waited for the kernel: timed from their
-                    // wakeup (millisecond ticks; they waited at least that long).
-                    let waited = u64::from(clock::elapsed(self.unrecorded_since, cx.now)) * 1_000_000;
-                    cx.metrics.record_latency(waited + cycle::nanos(done - cx.now_instant), u64::from(self.unrecorded));
-                    self.unrecorded = 0;
-                }
-            } else if served > 0 {
+            self.record_latency(&wakeup, pending, cx);
+        }
+        cx.metrics.pending_output_peak = cx.metrics.pending_output_peak.max(pending as u64);
+        if let Some(disposition) = wakeup.outcome {
+            return self.on_disposition(disposition, cx);
+        }
+        if pending > cx.config.max_backpressure {
+            if self.flags & BACKPRESSURED == 0 {
+                self.flags |= BACKPRESSURED;
+                self.backpressure_since = cx.now;
+                cx.metrics.backpressure_events += 1;
+            }
+        } else {
+            self.flags &= !BACKPRESSURED;
+        }
+        if budget_spent {
+            Step::Again
+        } else {
+            Step::Keep
+        }
+    }
+
+    /// Times this wakeup's replies once the kernel has taken them all: two
+    /// clock reads per wakeup, none per message. Every reply is timed from
+    /// the moment the wakeup's first message was complete. Replies left
+    /// waiting for the kernel are recorded when it takes them, timed from
+    /// their wakeup (in millisecond ticks: they waited at least that long).
+    fn record_latency(&mut self, wakeup: &Wakeup, pending: usize, cx: &mut Context<'_>) {
+        if pending > 0 {
+            if wakeup.served > 0 {
                 if self.unrecorded == 0 {
                     self.unrecorded_since = cx.now;
                 }
-                self.unrecorded = self.unrecorded.saturating_add(u32::try_from(served).unwrap_or(u32::MAX));
+                self.unrecorded = self.unrecorded.saturating_add(u32::try_from(wakeup.served).unwrap_or(u32::MAX));
             }
+            return;
         }
-        let pending = socket.pending_output() as u64;
-        if pending > cx.metrics.pending_output_peak {
-            cx.metrics.pending_output_peak = pending;
+        if wakeup.first_complete.is_none() && self.unrecorded == 0 {
+            return;
         }
-        match outcome {
-            None => {
-                if socket.pending_output() > limit {
-                    if self.flags & BACKPRESSURED == 0 {
-                        self.flags |= BACKPRESSURED;
-                        self.backpressure_since = cx.now;
-                        cx.metrics.backpressure_events += 1;
-                    }
-                } else {
-                    self.flags &= !BACKPRESSURED;
-                }
-                if socket.budget_spent() {
-                    Step::Again
-                } else {
-                    Step::Keep
-                }
-            }
-            Some(disposition) => self.on_disposition(disposition, cx),
+        let done = Instant::now();
+        if let Some(start) = wakeup.first_complete {
+            cx.metrics.record_latency(cycle::nanos(done - start), wakeup.served);
+        }
+        if self.unrecorded > 0 {
+            let waited = u64::from(clock::elapsed(self.unrecorded_since, cx.now)) * 1_000_000;
+            cx.metrics.record_latency(waited + cycle::nanos(done - cx.now_instant), u64::from(self.unrecorded));
+            self.unrecorded = 0;
         }
     }
 
@@ -582,11 +568,13 @@ impl Connection {
     }
 }
 
-fn hs_interest(hs: &Handshake) -> Interest {
-    if hs.socket().write_blocked() {
-        Interest::READABLE | Interest::WRITABLE
-    } else {
-        Interest::READABLE
+/// Takes a connection out of `connections_open` (a refusal, a plain HTTP
+/// request, or its removal), once. A free function, so that it can be
+/// called while the connection's state is borrowed.
+fn stop_counting_open(flags: &mut u8, metrics: &mut Metrics) {
+    if *flags & COUNTED_OPEN != 0 {
+        *flags &= !COUNTED_OPEN;
+        metrics.connections_open = metrics.connections_open.saturating_sub(1);
     }
 }
 

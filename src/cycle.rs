@@ -40,15 +40,15 @@ pub struct Wakeup {
 /// Output left from an earlier wakeup goes first: if this is the WRITABLE
 /// that drains it, reading can resume. Then read and reply until the input
 /// runs out, corking the replies; flush when it has run out, or when the
-/// replies queued pass `limit` (the backpressure limit). If that flush empties
-/// the output, read on: the input left behind would raise no new edge.
+/// replies queued pass `--max-backpressure`. If that flush empties the
+/// output, read on: the input left behind would raise no new edge.
 pub fn serve<S: Read + Write + OutputState>(
     ws: &mut WebSocket<S>,
-    limit: usize,
     close_code: &mut u16,
     config: &Config,
     metrics: &mut Metrics,
 ) -> Wakeup {
+    let limit = config.max_backpressure;
     let mut outcome = if ws.get_ref().pending_output() > 0 { flush(ws) } else { None };
     let mut served = 0;
     let mut first_complete = None;
@@ -134,7 +134,6 @@ fn read_batch<S: Read + Write + OutputState>(
             }
             Message::Frame(_) => continue,
         }
-        metrics.messages_in += 1;
         if batch.first_complete.is_none() && !config.no_latency {
             batch.first_complete = Some(Instant::now());
         }
@@ -155,7 +154,6 @@ fn read_batch<S: Read + Write + OutputState>(
             }
             queued += len + FRAME_HEADER_MAX;
             batch.served += 1;
-            metrics.messages_out += 1;
             metrics.bytes_out += len as u64;
         }
     }

@@ -135,8 +135,8 @@ impl Failure {
 pub enum Progress {
     /// Waiting for the socket (for WRITABLE too if [`Socket::write_blocked`]).
     Pending,
-    /// The request was just refused; the response is on its way (reported
-    /// once, then the handshake goes on delivering it).
+    /// The request was just refused: count and log it, then call
+    /// [`Handshake::advance`] again to deliver the response.
     Refused(Refusal),
     /// A plain HTTP request: answer it with [`Handshake::respond`].
     Request(PlainRequest),
@@ -208,7 +208,6 @@ impl Handshake {
     /// Does all the work the socket allows now. `routes` says which plain
     /// HTTP routes this connection's listener serves.
     pub fn advance(&mut self, policy: &Policy, routes: Routes) -> Progress {
-        let mut refused = None;
         loop {
             let next = match &mut self.phase {
                 Phase::ReadingHead { head } => match read_head(&mut self.socket, head, policy, routes) {
@@ -217,9 +216,8 @@ impl Handshake {
                         Phase::Accepting { response, written: 0, tail }
                     }
                     Ok(Some((_, Decision::Refuse(refusal)))) => {
-                        let response = refusal.response.to_bytes();
-                        refused = Some(refusal);
-                        Phase::Responding { response, written: 0 }
+                        self.phase = Phase::Responding { response: refusal.response.to_bytes(), written: 0 };
+                        return Progress::Refused(refusal);
                     }
                     Ok(Some((_, Decision::Plain(request)))) => {
                         self.phase = Phase::AwaitingResponse;
@@ -243,35 +241,15 @@ impl Handshake {
                         let _ = self.socket.shutdown_write();
                         Phase::Lingering
                     }
-                    Ok(false) => return Self::report(refused),
-                    Err(()) => return self.report_or(refused, Progress::Finished),
+                    Ok(false) => return Progress::Pending,
+                    Err(()) => return Progress::Finished,
                 },
                 Phase::Lingering => match self.socket.discard_input(LINGER_LIMIT) {
-                    Ok(false) => return Self::report(refused),
-                    Ok(true) | Err(_) => return self.report_or(refused, Progress::Finished),
+                    Ok(false) => return Progress::Pending,
+                    Ok(true) | Err(_) => return Progress::Finished,
                 },
             };
             self.phase = next;
-        }
-    }
-
-    fn report(refused: Option<Refusal>) -> Progress {
-        match refused {
-            Some(refusal) => Progress::Refused(refusal),
-            None => Progress::Pending,
-        }
-    }
-
-    /// A refusal decided in this same call must still be reported (logged and
-    /// counted) even though the connection is already finished; the next
-    /// call reports `otherwise`.
-    fn report_or(&mut self, refused: Option<Refusal>, otherwise: Progress) -> Progress {
-        match refused {
-            Some(refusal) => {
-                self.phase = Phase::Lingering;
-                Progress::Refused(refusal)
-            }
-            None => otherwise,
         }
     }
 

@@ -62,8 +62,8 @@ fn main() -> ExitCode {
     info!(
         connections_accepted = m.connections_accepted,
         refused = m.refused_total(),
-        messages_in = m.messages_in,
-        messages_out = m.messages_out,
+        messages_in = m.messages_in(),
+        messages_out = m.messages_out(),
         dropped_at_exit = summary.dropped,
         "shutdown complete"
     );

@@ -60,9 +60,8 @@ pub struct Metrics {
     pub closes: BTreeMap<u16, u64>,
     /// `accept` failures for lack of descriptors or memory (EMFILE, ENFILE, ...).
     pub accept_errors: u64,
-    /// Data messages (text and binary) received and sent, and their payload bytes.
-    pub messages_in: u64,
-    pub messages_out: u64,
+    /// Payload bytes of the data messages received and sent (their counts
+    /// are the text and binary frame counts, see [`Metrics::messages_in`]).
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub frames_in: FrameCounts,
@@ -100,8 +99,6 @@ impl Default for Metrics {
             handshake_failures: [0; Failure::ALL.len()],
             closes: BTreeMap::new(),
             accept_errors: 0,
-            messages_in: 0,
-            messages_out: 0,
             bytes_in: 0,
             bytes_out: 0,
             frames_in: FrameCounts::default(),
@@ -119,6 +116,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Data messages (text and binary) received.
+    pub fn messages_in(&self) -> u64 {
+        self.frames_in.text + self.frames_in.binary
+    }
+
+    /// Data messages (text and binary) sent.
+    pub fn messages_out(&self) -> u64 {
+        self.frames_out.text + self.frames_out.binary
+    }
+
     pub fn count_refusal(&mut self, kind: RefusalKind) {
         self.refused[kind as usize] += 1;
     }
@@ -171,8 +178,6 @@ impl Metrics {
             *self.closes.entry(*code).or_default() += n;
         }
         self.accept_errors += other.accept_errors;
-        self.messages_in += other.messages_in;
-        self.messages_out += other.messages_out;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.frames_in.merge(&other.frames_in);

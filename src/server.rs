@@ -410,7 +410,7 @@ impl Server {
         let (previous, messages_in, messages_out) = self.last_stats;
         let snapshot = Snapshot::new(&shared.metrics, &shared.config, shared.listen, now - shared.started);
         info!("stats: {}", snapshot.log_line(messages_in, messages_out, now - previous));
-        self.last_stats = (now, shared.metrics.messages_in, shared.metrics.messages_out);
+        self.last_stats = (now, shared.metrics.messages_in(), shared.metrics.messages_out());
     }
 
     /// Timeouts for every connection: a few comparisons each, every

@@ -101,10 +101,11 @@ pub struct Socket {
     lent: RecvBuf,
     /// Bytes received but not consumed when the connection last gave the
     /// loop's buffer back (it stopped reading under backpressure); they are
-    /// served before anything new. `None`, without allocation, almost always.
-    /// Boxed so that the rare case costs every connection 8 bytes, not 24.
-    #[allow(clippy::box_collection)]
-    spill: Option<Box<Vec<u8>>>,
+    /// served before anything new, from an offset (so draining it in
+    /// tungstenite's small reads copies each byte once). `None`, without
+    /// allocation, almost always; boxed so that the rare case costs every
+    /// connection 8 bytes.
+    spill: Option<Box<RecvBuf>>,
     /// Bytes the last write left in tungstenite's output buffer (bounded by
     /// the backpressure limit plus one message, see [`crate::ws`]).
     pending_output: u32,
@@ -160,9 +161,13 @@ impl Socket {
     }
 
     /// Returns the loop's buffer. Unconsumed bytes stay with the connection.
+    /// (The lent buffer is filled only once the spill is used up, so at most
+    /// one of the two holds bytes here.)
     pub fn give_back(&mut self, buf: &mut RecvBuf) {
         if !self.lent.is_empty() {
-            self.spill.get_or_insert_with(Default::default).extend_from_slice(self.lent.unread());
+            debug_assert!(self.spill.is_none());
+            let unread = self.lent.unread();
+            self.spill = Some(Box::new(RecvBuf { data: unread.into(), start: 0, end: unread.len() as u32 }));
             self.lent.start = 0;
             self.lent.end = 0;
         }
@@ -229,9 +234,7 @@ impl Read for Socket {
             return Ok(0);
         }
         if let Some(spill) = &mut self.spill {
-            let n = out.len().min(spill.len());
-            out[..n].copy_from_slice(&spill[..n]);
-            spill.drain(..n);
+            let n = spill.copy_to(out);
             if spill.is_empty() {
                 self.spill = None;
             }

@@ -141,8 +141,8 @@ impl Snapshot {
             },
             http_requests: Route::ALL.iter().map(|r| (r.as_str(), m.http_requests[*r as usize])).collect(),
             messages: Messages {
-                received: m.messages_in,
-                sent: m.messages_out,
+                received: m.messages_in(),
+                sent: m.messages_out(),
                 bytes_received: m.bytes_in,
                 bytes_sent: m.bytes_out,
             },
@@ -402,7 +402,7 @@ mod tests {
         m.connections_accepted = 5;
         m.count_close(1000);
         m.count_refusal(RefusalKind::TooManyConnections);
-        m.messages_in = 7;
+        m.frames_in.text = 7;
         m.frames_in.ping = 3;
         m.record_latency(20_000, 10);
         (m, Config::default())

@@ -40,8 +40,8 @@ fn echoes_binary_and_text_at_every_length_encoding() {
     }
     ws.close(None).unwrap();
     let summary = server.finish();
-    assert_eq!(summary.metrics.messages_in, 12);
-    assert_eq!(summary.metrics.messages_out, 12);
+    assert_eq!(summary.metrics.messages_in(), 12);
+    assert_eq!(summary.metrics.messages_out(), 12);
 }
 
 #[test]
@@ -147,6 +147,6 @@ fn a_thousand_concurrent_clients_each_echo_a_hundred_messages() {
     let total: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
     assert_eq!(total, CLIENTS);
     let summary = server.finish();
-    assert_eq!(summary.metrics.messages_out, (CLIENTS * MESSAGES) as u64);
+    assert_eq!(summary.metrics.messages_out(), (CLIENTS * MESSAGES) as u64);
     assert_eq!(summary.metrics.connections_accepted, CLIENTS as u64);
 }

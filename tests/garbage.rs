@@ -141,7 +141,7 @@ fn the_hot_path_survives_mutated_frame_streams() {
         loop {
             let s = ws.get_mut();
             s.readable_until = (s.readable_until + rng.below(2000) + 1).min(total);
-            let wakeup = cycle::serve(&mut ws, config.max_backpressure, &mut close_code, &config, &mut metrics);
+            let wakeup = cycle::serve(&mut ws, &mut close_code, &config, &mut metrics);
             delivered += wakeup.served;
             if wakeup.outcome.is_some() {
                 failed += 1;

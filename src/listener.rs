@@ -23,6 +23,12 @@ pub struct ListenOptions {
 /// `SO_REUSEADDR` is always set, so a restart does not wait for `TIME_WAIT`
 /// sockets of the previous run.
 pub fn bind(addr: SocketAddr, options: ListenOptions) -> io::Result<mio::net::TcpListener> {
+    bind_std(addr, options).map(mio::net::TcpListener::from_std)
+}
+
+/// The same listener as a `std` one, for other event loops (the benchmark
+/// peers hand it to tokio, so that every server is set up alike).
+pub fn bind_std(addr: SocketAddr, options: ListenOptions) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if options.reuse_port {
@@ -35,7 +41,7 @@ pub fn bind(addr: SocketAddr, options: ListenOptions) -> io::Result<mio::net::Tc
     socket.bind(&addr.into())?;
     let backlog = i32::try_from(options.backlog).unwrap_or(i32::MAX);
     socket.listen(backlog)?;
-    Ok(mio::net::TcpListener::from_std(socket.into()))
+    Ok(socket.into())
 }
 
 /// Whether an `accept` error means the process or system is out of

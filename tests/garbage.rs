@@ -4,7 +4,8 @@
 //! message over the limit is delivered, and the output stays bounded.
 //! Deterministic (seeded), so a failure reproduces.
 
-use std::io::{self, Read, Write};
+#[path = "../benches/support/mod.rs"]
+mod mem;
 
 use tungstenite::{
     protocol::{
@@ -21,7 +22,6 @@ use wsloop::{
     handshake::{decide_head, Policy},
     http::Routes,
     metrics::Metrics,
-    socket::OutputState,
     ws::websocket_config,
     Config,
 };
@@ -38,45 +38,6 @@ impl Rng {
     }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-#[derive(Default)]
-struct Mem {
-    input: Vec<u8>,
-    pos: usize,
-    readable_until: usize,
-    output: Vec<u8>,
-}
-
-impl Read for Mem {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.input.len() {
-            return Ok(0);
-        }
-        let n = (self.readable_until - self.pos).min(out.len());
-        if n == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        out[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl Write for Mem {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.output.extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl OutputState for Mem {
-    fn pending_output(&self) -> usize {
-        0
     }
 }
 
@@ -133,7 +94,7 @@ fn the_hot_path_survives_mutated_frame_streams() {
             input = (0..rng.below(200)).map(|_| rng.next() as u8).collect();
         }
         let total = input.len();
-        let socket = Mem { input, ..Mem::default() };
+        let socket = mem::MemSocket { input, eof_at_end: true, ..Default::default() };
         let mut ws = WebSocket::from_raw_socket(socket, Role::Server, Some(websocket_config(&config)));
         let mut metrics = Metrics::default();
         let mut close_code = 0;

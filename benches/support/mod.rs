@@ -1,5 +1,6 @@
-//! An in-memory stream for the benches: input served from a prepared buffer
-//! one "wakeup" at a time, output appended to a sink that nobody reads.
+//! An in-memory stream for the benches (and `tests/garbage.rs`): input served
+//! from a prepared buffer one "wakeup" at a time, output appended to a sink
+//! that nobody reads.
 
 use std::io::{self, Read, Write};
 
@@ -13,10 +14,15 @@ pub struct MemSocket {
     /// Reads stop here with `WouldBlock`, as a drained socket does.
     pub readable_until: usize,
     pub output: Vec<u8>,
+    /// Once all of `input` is read, report end-of-file rather than `WouldBlock`.
+    pub eof_at_end: bool,
 }
 
 impl Read for MemSocket {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.eof_at_end && self.pos == self.input.len() {
+            return Ok(0);
+        }
         let available = self.readable_until - self.pos;
         if available == 0 {
             return Err(io::ErrorKind::WouldBlock.into());

@@ -1,16 +1,15 @@
 //! What the comparison peers share: the command line, the listening socket
-//! (built as wsloop builds its own, so that the comparison is like for like),
-//! the open-file limit and the one `listening on` line the scripts wait for.
+//! (wsloop's own `listener::bind_std`, so that the comparison is like for
+//! like), the open-file limit, the one `listening on` line the scripts wait
+//! for, and the tokio peers' runtime.
 //!
 //! These servers exist only to be measured against wsloop by the scripts in
 //! `scripts/`; none of this is part of wsloop.
 
-use std::{io, net::SocketAddr, process};
+use std::{future::Future, net::SocketAddr, process};
 
-/// The accept-queue length, the same as wsloop's default (`--backlog 4096`):
-/// a connect storm overflows a shorter queue, and the kernel then drops SYNs
-/// and the clients retry a second later, which would measure the queue.
-pub const BACKLOG: i32 = 4096;
+pub use wsloop::listener::is_resource_exhaustion;
+use wsloop::listener::{bind_std, raise_fd_limit, ListenOptions};
 
 /// tungstenite's own default read buffer (`WebSocketConfig::read_buffer_size`).
 pub const TUNGSTENITE_DEFAULT_READ_BUFFER: usize = 128 * 1024;
@@ -68,26 +67,15 @@ pub fn parse_args(name: &str, allow_read_buffer: bool) -> Args {
     args
 }
 
-/// Binds a non-blocking listener as wsloop does: `SO_REUSEADDR`, backlog
-/// [`BACKLOG`], IPv6 sockets v6-only. Raises the open-file limit first, so
-/// that a c10k run is not capped at the default soft limit of 1024.
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    raise_fd_limit();
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
-}
-
 /// Binds or exits 1 with the reason, then prints the one line that the
 /// scripts wait for, with the real port: `listening on HOST:PORT`.
+/// The listener is set up as wsloop's (its default backlog, `SO_REUSEADDR`),
+/// after raising the open-file limit as wsloop does.
 pub fn bind_and_announce(name: &str, addr: SocketAddr) -> std::net::TcpListener {
-    let listener = bind(addr).unwrap_or_else(|e| {
+    // Best effort, as in wsloop: the hard limit is what the machine allows.
+    let _ = raise_fd_limit();
+    let options = ListenOptions { backlog: wsloop::config::DEFAULT_BACKLOG, reuse_port: false };
+    let listener = bind_std(addr, options).unwrap_or_else(|e| {
         eprintln!("{name}: cannot listen on {addr}: {e}");
         process::exit(1)
     });
@@ -101,20 +89,25 @@ pub fn bind_and_announce(name: &str, addr: SocketAddr) -> std::net::TcpListener 
     listener
 }
 
-/// Raises the soft open-file limit to the hard limit (best effort).
-pub fn raise_fd_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+/// Runs a tokio peer: a `current_thread` runtime, the listener handed to
+/// `accept_loop`, until SIGINT or SIGTERM (exit 0). Dropping the runtime then
+/// drops every connection task.
+pub fn serve_until_signalled<F, Fut>(name: &str, listen: SocketAddr, accept_loop: F)
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let listener = bind_and_announce(name, listen);
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("register the listener with tokio");
+        let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::spawn(accept_loop(listener));
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-}
-
-/// Whether an `accept` error is about the system (out of descriptors or
-/// memory), where retrying at once would spin; the peers then pause briefly.
-pub fn is_resource_exhaustion(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+    });
 }

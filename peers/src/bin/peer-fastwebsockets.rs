@@ -23,27 +23,15 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use peers::{bind_and_announce, is_resource_exhaustion, parse_args};
+use peers::{is_resource_exhaustion, parse_args};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
 
 const NAME: &str = "peer-fastwebsockets";
 
 fn main() {
     let args = parse_args(NAME, false);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    runtime.block_on(async move {
-        let listener = bind_and_announce(NAME, args.listen);
-        let listener = TcpListener::from_std(listener).expect("register the listener with tokio");
-        let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::spawn(accept_loop(listener));
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-    });
+    peers::serve_until_signalled(NAME, args.listen, accept_loop);
 }
 
 async fn accept_loop(listener: TcpListener) {

@@ -18,10 +18,9 @@
 //! - TCP_NODELAY is set, as wsloop does, so that no peer waits on Nagle.
 
 use futures_util::{SinkExt, StreamExt};
-use peers::{bind_and_announce, is_resource_exhaustion, parse_args, TUNGSTENITE_DEFAULT_READ_BUFFER};
+use peers::{is_resource_exhaustion, parse_args, TUNGSTENITE_DEFAULT_READ_BUFFER};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 const NAME: &str = "peer-tokio-tungstenite";
@@ -30,19 +29,7 @@ fn main() {
     let args = parse_args(NAME, true);
     let config =
         WebSocketConfig::default().read_buffer_size(args.read_buffer.unwrap_or(TUNGSTENITE_DEFAULT_READ_BUFFER));
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    runtime.block_on(async move {
-        let listener = bind_and_announce(NAME, args.listen);
-        let listener = TcpListener::from_std(listener).expect("register the listener with tokio");
-        let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::spawn(accept_loop(listener, config));
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-    });
-    // Dropping the runtime drops every connection task.
+    peers::serve_until_signalled(NAME, args.listen, |listener| accept_loop(listener, config));
 }
 
 async fn accept_loop(listener: TcpListener, config: WebSocketConfig) {

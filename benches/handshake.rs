@@ -1,17 +1,12 @@
 //! The opening handshake's user-space cost: parse a browser's request head
-//! (httparse), validate it and derive the accept key (tungstenite), render the
-//! 101, and build the WebSocket. This bounds handshakes per second per core.
-
-mod support;
+//! (httparse), validate it and derive the accept key (tungstenite), and
+//! render the 101: the code a connection runs on a complete head. This
+//! bounds handshakes per second per core.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use support::MemSocket;
-use tungstenite::{protocol::Role, WebSocket};
 use wsloop::{
-    handshake::{decide_head, Decision, Policy},
+    handshake::{answer, Decision, Policy},
     http::Routes,
-    ws::websocket_config,
-    Config,
 };
 
 /// What Chrome sends (headers abridged only of cookies).
@@ -23,20 +18,12 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: permess
 
 fn bench_handshake(c: &mut Criterion) {
     let policy = Policy::default();
-    let ws_config = websocket_config(&Config::default());
     let mut group = c.benchmark_group("handshake");
     group.throughput(Throughput::Elements(1));
     group.bench_function("decide_101", |b| {
-        b.iter(|| match decide_head(CHROME, &policy, Routes::All) {
-            Some(Decision::Upgrade(response)) => response,
+        b.iter(|| match answer(CHROME, &policy, Routes::All) {
+            Some((_, Decision::Upgrade(response))) => response,
             other => panic!("{other:?}"),
-        })
-    });
-    group.bench_function("decide_101_and_open", |b| {
-        b.iter(|| {
-            let Some(Decision::Upgrade(response)) = decide_head(CHROME, &policy, Routes::All) else { panic!() };
-            let ws = WebSocket::from_partially_read(MemSocket::default(), Vec::new(), Role::Server, Some(ws_config));
-            (response, ws)
         })
     });
     group.finish();

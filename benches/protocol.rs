@@ -1,26 +1,17 @@
-//! The per-message hot path over in-memory streams: read, unmask, validate,
-//! dispatch to the application, write, for 16 B, 512 B and 16 KiB payloads,
-//! text and binary. One message per wakeup, as at 500 connections with one
-//! message in flight each, so each iteration is one `cycle::serve` call:
-//! exactly the code a readable event runs, minus the two syscalls.
-
-mod support;
-
-use std::time::Instant;
+//! The per-message hot path over an in-memory stream: read, parse, unmask,
+//! validate, hand to the application, frame the reply, write, for 16 B,
+//! 512 B and 16 KiB payloads, text and binary. One message per wakeup, as at
+//! 500 connections with one message in flight each, so each iteration is
+//! one `wakeup::serve` call: exactly the code a readable event runs on an
+//! open connection, minus the two system calls.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use support::MemSocket;
-use tungstenite::{
-    protocol::{
-        frame::{
-            coding::{Data, OpCode},
-            Frame,
-        },
-        Role,
-    },
-    WebSocket,
+use wsloop::{
+    modes::Echo,
+    protocol::writer::client_frame,
+    testing::{Harness, MemStream},
+    Config,
 };
-use wsloop::{cycle, metrics::Metrics, ws::websocket_config, Config};
 
 /// Frames prepared per benchmark (cycled through).
 const FRAMES: usize = 64;
@@ -31,10 +22,7 @@ fn client_frames(size: usize, text: bool) -> (Vec<u8>, Vec<usize>) {
     let mut ends = Vec::new();
     for i in 0..FRAMES {
         let payload: Vec<u8> = (0..size).map(|j| b'a' + ((i + j) % 26) as u8).collect();
-        let opcode = OpCode::Data(if text { Data::Text } else { Data::Binary });
-        let mut frame = Frame::message(payload, opcode, true);
-        frame.header_mut().mask = Some([0x12, 0x34, 0x56, (i as u8) | 1]);
-        frame.format(&mut bytes).expect("format into a Vec");
+        bytes.extend(client_frame(if text { 0x81 } else { 0x82 }, &payload, [0x12, 0x34, 0x56, (i as u8) | 1]));
         ends.push(bytes.len());
     }
     (bytes, ends)
@@ -51,30 +39,23 @@ fn bench_echo(c: &mut Criterion) {
                 }
                 let config = Config { no_latency: !latency, ..Config::default() };
                 let (input, ends) = client_frames(size, text);
-                let socket = MemSocket { input, ..MemSocket::default() };
-                let mut ws = WebSocket::from_raw_socket(socket, Role::Server, Some(websocket_config(&config)));
-                let mut metrics = Metrics::default();
-                let mut close_code = 0;
+                let stream = MemStream { input, discard_output: true, ..MemStream::default() };
+                let mut harness = Harness::new(config, stream);
                 let mut next = 0;
                 let name =
                     format!("{}{}", if text { "text" } else { "binary" }, if latency { "" } else { "/no-latency" });
                 group.throughput(Throughput::Bytes(size as u64));
                 group.bench_function(BenchmarkId::new(name, size), |b| {
                     b.iter(|| {
-                        let s = ws.get_mut();
+                        let s = &mut harness.stream;
                         if next == 0 {
                             s.pos = 0;
                         }
                         s.readable_until = ends[next];
                         next = (next + 1) % FRAMES;
-                        s.output.clear();
-                        let wakeup = cycle::serve(&mut ws, &mut close_code, &config, &mut metrics);
-                        // What drive_open does after the flush.
-                        if let Some(start) = wakeup.first_complete {
-                            metrics.record_latency(cycle::nanos(Instant::now() - start), wakeup.served);
-                        }
-                        assert_eq!(wakeup.served, 1);
-                        wakeup.outcome
+                        let served = harness.wakeup(&mut Echo);
+                        assert_eq!(served.messages, 1);
+                        served.end.is_none()
                     })
                 });
             }

@@ -32,7 +32,7 @@ use std::{
 
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use wsloop::wire::{self, monotonic_ns};
+use wsloop::{clock::monotonic_ns, wire};
 
 use crate::{
     cli::{Mode, Settings},

@@ -41,7 +41,7 @@ use std::{
 };
 
 use clap::Parser;
-use wsloop::{listener, wire::monotonic_ns};
+use wsloop::{clock::monotonic_ns, listener};
 
 use crate::{
     cli::{Cli, Mode, Settings},

@@ -16,7 +16,7 @@
 /// A fixed open-loop schedule.
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    /// When slot 0 is due ([`wsloop::wire::monotonic_ns`] time).
+    /// When slot 0 is due ([`wsloop::clock::monotonic_ns`] time).
     start_ns: u64,
     /// Time between consecutive slots of the loop, in nanoseconds.
     slot_ns: f64,

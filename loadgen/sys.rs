@@ -80,7 +80,7 @@ impl Timer {
         Ok(Timer { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
-    /// Fires once at `deadline_ns` ([`wsloop::wire::monotonic_ns`] time),
+    /// Fires once at `deadline_ns` ([`wsloop::clock::monotonic_ns`] time),
     /// replacing any earlier setting. A deadline in the past fires at once.
     pub fn fire_at(&self, deadline_ns: u64) -> io::Result<()> {
         let deadline_ns = deadline_ns.max(1); // zero would disarm it
@@ -181,7 +181,7 @@ mod tests {
         let mut timer = Timer::new().unwrap();
         poll.registry().register(&mut timer, Token(7), Interest::READABLE).unwrap();
         for _ in 0..2 {
-            timer.fire_at(wsloop::wire::monotonic_ns() + 1_000_000).unwrap();
+            timer.fire_at(wsloop::clock::monotonic_ns() + 1_000_000).unwrap();
             poll.poll(&mut events, Some(std::time::Duration::from_secs(5))).unwrap();
             assert_eq!(events.iter().next().map(|e| e.token()), Some(Token(7)));
             timer.acknowledge();

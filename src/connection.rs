@@ -1,64 +1,67 @@
-//! One connection: an explicit state machine, driven by readiness events and
-//! by the loop's periodic sweep.
+//! One connection: an explicit state machine, driven by readiness events
+//! and by the loop's periodic sweep.
 //!
 //! ```text
-//!   accept ─▶ Handshaking ──101──▶ Open ──close frame / error / idle / shutdown──▶ Closing ─▶ (removed)
-//!                 │ refused: HTTP error, linger                                      ▲
-//!                 └─────────────────────────────────────────────────────────────────┘
+//!   accept ─▶ Handshaking ──101──▶ Open ──we close (idle, shutdown, app)──▶ Closing ──peer's close──┐
+//!                 │                  │                                                              ▼
+//!                 │                  └──peer's close / protocol error: our last frame queued──▶ Lingering ─▶ (removed)
+//!                 └──plain request or refusal: HTTP response queued────────────────────────────────▲
 //! ```
 //!
+//! - **Handshaking**: reading the request head; the [`Decision`] on it is
+//!   acted on in one place ([`Connection::on_head`]).
+//! - **Open**: messages flow ([`wakeup::serve`]).
+//! - **Closing**: our close frame is sent; reading on until the peer's.
+//! - **Lingering**: our last words (an HTTP response, a close frame) are
+//!   queued: send them, half-close, and read until the peer closes, so that
+//!   it gets them instead of a reset. One state for refusals, pages and
+//!   failed WebSockets.
+//!
+//! The socket and the pending output belong to the connection, not to a
+//! state, so a state change never has to move them.
+//!
 //! The connection never drops its own socket: when it is finished it returns
-//! [`Step::Remove`] and the loop frees the slab slot. That keeps one rule
-//! simple: the loop's receive buffer, lent for the duration of a call, is
-//! always given back before a socket can be closed.
+//! [`Step::Remove`] and the loop frees the slab slot.
 
 use std::{
-    io,
     net::SocketAddr,
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use mio::{Interest, Registry, Token};
 use tracing::{debug, error, info};
-use tungstenite::{
-    protocol::{frame::coding::CloseCode, WebSocketConfig},
-    Error as WsError, Message, WebSocket,
-};
+use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::{
+    app::{App, ConnectionId, Ctx, Request},
     clock::{self, Tick},
     config::Config,
-    cycle::{self, flush, Wakeup},
-    handshake::{Failure, Handshake, Policy, Progress, Refusal},
-    http::Routes,
+    handshake::{self, Decision, Failure, Head, Policy, Refusal},
+    http::{Response, Routes},
     metrics::Metrics,
+    outbox::{self, Outbox},
     pages,
-    socket::{OutputState, RecvBuf, Socket},
-    ws::{self, Disposition},
+    protocol::{writer, Reader},
+    socket::{Received, Socket, Transport},
+    wakeup::{self, Awaiting, End, Lent, Open, Served},
 };
 
-/// Bytes one connection may receive per wakeup before it yields to the
-/// others (it is served again right after, without waiting for epoll).
-pub const READ_BUDGET: usize = 1 << 20;
-
 /// How long we wait for the peer to answer a close we started (idle timeout,
-/// protocol error), or to close after an HTTP refusal, before dropping it.
+/// protocol error), or to close after our last words, before dropping it.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Input a failed connection may still send while we wait for it to close.
+/// Input a lingering connection may still send before we stop being polite.
 const LINGER_LIMIT: usize = 256 << 10;
 
 /// Everything a connection needs from its loop for one call.
 pub struct Context<'a> {
+    /// What the hot path needs: buffers, limits, metrics, the clock.
+    pub lent: Lent<'a>,
     pub registry: &'a Registry,
     pub config: &'a Config,
-    pub ws_config: &'a WebSocketConfig,
     pub policy: &'a Policy,
-    pub metrics: &'a mut Metrics,
-    /// The loop's receive buffer, lent to the connection being served.
-    pub rx: &'a mut RecvBuf,
-    /// The loop clock at this wakeup.
-    pub now: Tick,
+    /// The loop clock at this wakeup, as an `Instant` (for the pages).
     pub now_instant: Instant,
     /// When the server started, and where it listens (for the pages).
     pub started: Instant,
@@ -86,195 +89,185 @@ pub enum Step {
     Remove,
 }
 
-pub enum State {
-    /// Reading the request head, or writing the 101 or a refusal.
-    Handshaking(Box<Handshake>),
+enum State {
+    /// Reading the request head.
+    Handshaking(Handshaking),
     /// Messages flow.
-    Open(WebSocket<Socket>),
-    /// We sent a close frame and wait for the peer's, or for it to go.
-    Closing(Closing),
-    /// Placeholder while the state is moved from one variant to the next.
-    Moving,
+    Open(Open),
+    /// We sent a close frame; reading until the peer's.
+    Closing(Reader),
+    /// Our last words are queued: send them, then wait for the peer to close.
+    Lingering(Lingering),
 }
 
-pub struct Closing {
-    ws: WebSocket<Socket>,
-    mode: CloseMode,
+struct Handshaking {
+    /// The start of a request head that did not arrive in one piece.
+    head: Vec<u8>,
+    /// The routes this connection's listener serves.
+    routes: Routes,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CloseMode {
-    /// A clean close we started (shutdown, idle timeout): keep reading through
-    /// tungstenite until the peer's close frame completes the handshake.
-    AwaitPeerClose,
-    /// The peer broke the protocol: tungstenite's input state can no longer be
-    /// trusted, so we only flush our close frame, half-close, and discard
-    /// input until the peer closes (so it reads our close, not a reset).
-    Linger { shut_down: bool },
+#[derive(Default)]
+struct Lingering {
+    /// Our FIN is sent (after the last words).
+    shut_down: bool,
+    /// Input read and thrown away since.
+    discarded: usize,
 }
-
-/// A pong or an idle ping has not been answered yet.
-const PING_SENT: u8 = 1;
-/// Pending output is over `--max-backpressure`: reading is paused.
-const BACKPRESSURED: u8 = 2;
-/// Counted in `connections_open` (refusals are not).
-const COUNTED_OPEN: u8 = 4;
-/// Accepted on the `--metrics-listen` address: /metrics and /stats only.
-const METRICS_ONLY: u8 = 8;
 
 pub struct Connection {
+    socket: Socket,
+    outbox: Outbox,
     state: State,
+    id: ConnectionId,
     /// When inbound bytes last arrived: idle pings and the idle close count from here.
     last_seen: Tick,
     /// When the current phase must be over: the handshake, or the closing.
     deadline: Tick,
-    /// When pending output went over the backpressure limit.
-    backpressure_since: Tick,
-    /// The close code to count when the connection is removed: the peer's
-    /// when it closed first, ours when we did; 0 if none was exchanged (1006).
+    /// When pending output went over the backpressure limit, while it is.
+    backpressure_since: Option<Tick>,
+    /// The close code to count: the peer's when it closed first, ours when
+    /// we did; 0 if none was exchanged (counted as 1006).
     close_code: u16,
     /// Pending output last added to the loop's `pending_output_bytes` gauge.
     reported_pending: u32,
-    /// Replies served whose output the kernel has not taken yet: their
-    /// latency is recorded when it has, measured from `unrecorded_since`.
-    unrecorded: u32,
-    unrecorded_since: Tick,
     /// The interest registered with epoll, so it is changed only when it must be.
     interest: Interest,
-    flags: u8,
+    /// An idle ping has not been answered yet.
+    ping_sent: bool,
+    /// Counted in `connections_open` (refusals and plain requests are not).
+    counted_open: bool,
 }
 
 impl Connection {
-    /// A freshly accepted connection, registered for READABLE.
-    /// `metrics_only`: it came in on `--metrics-listen`.
-    pub fn accepted(socket: Socket, metrics_only: bool, cx: &mut Context<'_>) -> Self {
-        cx.metrics.connections_accepted += 1;
-        cx.metrics.connections_open += 1;
-        let flags = COUNTED_OPEN | if metrics_only { METRICS_ONLY } else { 0 };
-        Self::new(Handshake::new(socket), cx.now, cx.config.handshake_timeout, flags)
+    /// A freshly accepted connection, registered for READABLE, on a
+    /// listener that serves `routes`.
+    pub fn accepted(socket: Socket, id: ConnectionId, routes: Routes, cx: &mut Context<'_>) -> Self {
+        cx.lent.metrics.connections_accepted += 1;
+        cx.lent.metrics.connections_open += 1;
+        let state = State::Handshaking(Handshaking { head: Vec::new(), routes });
+        let mut connection = Self::new(socket, id, state, cx.lent.now, cx.config.handshake_timeout);
+        connection.counted_open = true;
+        connection
     }
 
-    /// A connection over `--max-connections`: it is sent `refusal` and lingers
-    /// briefly; it is not counted as open.
-    pub fn refused(socket: Socket, refusal: &Refusal, cx: &mut Context<'_>) -> Self {
-        cx.metrics.connections_accepted += 1;
-        Self::new(Handshake::refuse_now(socket, refusal), cx.now, CLOSE_GRACE, 0)
+    /// A connection over `--max-connections`: it is sent `refusal` and
+    /// lingers briefly; it is not counted as open.
+    pub fn refused(socket: Socket, id: ConnectionId, refusal: &Refusal, cx: &mut Context<'_>) -> Self {
+        cx.lent.metrics.connections_accepted += 1;
+        let mut connection = Self::new(socket, id, State::Lingering(Lingering::default()), cx.lent.now, CLOSE_GRACE);
+        connection.outbox.push(Bytes::from(refusal.response.to_bytes()));
+        connection
     }
 
-    fn new(handshake: Handshake, now: Tick, time_allowed: Duration, flags: u8) -> Self {
+    fn new(socket: Socket, id: ConnectionId, state: State, now: Tick, time_allowed: Duration) -> Self {
         Connection {
-            state: State::Handshaking(Box::new(handshake)),
+            socket,
+            outbox: Outbox::default(),
+            state,
+            id,
             last_seen: now,
             deadline: now.wrapping_add(clock::ticks(time_allowed)),
-            backpressure_since: 0,
+            backpressure_since: None,
             close_code: 0,
             reported_pending: 0,
-            unrecorded: 0,
-            unrecorded_since: 0,
             interest: Interest::READABLE,
-            flags,
+            ping_sent: false,
+            counted_open: false,
         }
     }
 
-    pub fn socket_mut(&mut self) -> Option<&mut Socket> {
-        match &mut self.state {
-            State::Handshaking(hs) => Some(hs.socket_mut()),
-            State::Open(ws) => Some(ws.get_mut()),
-            State::Closing(closing) => Some(closing.ws.get_mut()),
-            State::Moving => None,
-        }
-    }
-
-    fn socket(&self) -> Option<&Socket> {
-        match &self.state {
-            State::Handshaking(hs) => Some(hs.socket()),
-            State::Open(ws) => Some(ws.get_ref()),
-            State::Closing(closing) => Some(closing.ws.get_ref()),
-            State::Moving => None,
-        }
+    pub fn socket_mut(&mut self) -> &mut Socket {
+        &mut self.socket
     }
 
     fn peer(&self) -> String {
-        match self.socket().map(|s| s.stream().peer_addr()) {
-            Some(Ok(addr)) => addr.to_string(),
-            _ => "(gone)".to_string(),
+        match self.socket.stream().peer_addr() {
+            Ok(addr) => addr.to_string(),
+            Err(_) => "(gone)".to_string(),
         }
     }
 
+    /// Whether the connection is a WebSocket that is open (messages may be sent to it).
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open(_))
+    }
+
     /// Handles one readiness event.
-    pub fn on_ready(&mut self, token: Token, ready: Readiness, cx: &mut Context<'_>) -> Step {
+    pub fn on_ready<A: App>(&mut self, token: Token, ready: Readiness, app: &mut A, cx: &mut Context<'_>) -> Step {
         if ready.readable {
-            self.last_seen = cx.now;
-            self.flags &= !PING_SENT;
+            self.last_seen = cx.lent.now;
         }
-        let Some(socket) = self.socket_mut() else { return Step::Remove };
-        socket.on_event(ready.readable, ready.writable, ready.read_closed);
-        socket.lend(cx.rx, READ_BUDGET);
+        self.socket.on_event(ready.readable, ready.writable, ready.read_closed);
         let step = match self.state {
-            State::Handshaking(_) => self.drive_handshake(cx),
-            State::Open(_) => self.drive_open(cx),
-            State::Closing(_) => self.drive_closing(),
-            State::Moving => Step::Remove,
+            State::Handshaking(_) => self.read_head(app, cx),
+            State::Open(_) => self.serve_open(app, cx),
+            State::Closing(_) => self.serve_closing(cx),
+            State::Lingering(_) => self.serve_lingering(cx),
         };
-        if let Some(socket) = self.socket_mut() {
-            socket.give_back(cx.rx);
-        }
         self.finish(token, step, cx)
     }
 
     /// Handles the periodic sweep: deadlines, idle pings and idle closes,
     /// slow consumers. Costs a few comparisons for a connection with nothing due.
-    pub fn on_tick(&mut self, token: Token, cx: &mut Context<'_>) -> Step {
-        let now = cx.now;
-        let step = match &mut self.state {
-            State::Handshaking(hs) => {
-                if clock::is_past(self.deadline, now) {
-                    if !hs.is_responding() {
-                        info!(peer = %self.peer(), "handshake timed out");
-                        cx.metrics.count_failure(Failure::Timeout);
-                    }
-                    Step::Remove
-                } else {
-                    Step::Keep
-                }
+    pub fn on_tick<A: App>(&mut self, token: Token, app: &mut A, cx: &mut Context<'_>) -> Step {
+        let now = cx.lent.now;
+        let step = match &self.state {
+            State::Handshaking(_) if clock::is_past(self.deadline, now) => {
+                info!(peer = %self.peer(), "handshake timed out");
+                cx.lent.metrics.count_failure(Failure::Timeout);
+                Step::Remove
             }
-            State::Closing(_) => {
-                if clock::is_past(self.deadline, now) {
-                    Step::Remove
-                } else {
-                    Step::Keep
-                }
-            }
-            State::Open(_) => self.check_open_timers(cx),
-            State::Moving => Step::Remove,
+            State::Closing(_) | State::Lingering(_) if clock::is_past(self.deadline, now) => Step::Remove,
+            State::Open(_) => self.check_open_timers(app, cx),
+            _ => Step::Keep,
         };
         self.finish(token, step, cx)
     }
 
     /// Starts the graceful shutdown of this connection: close 1001 if it is
     /// open, drop it if it never opened.
-    pub fn on_shutdown(&mut self, token: Token, deadline: Tick, cx: &mut Context<'_>) -> Step {
+    pub fn on_shutdown<A: App>(&mut self, token: Token, deadline: Tick, app: &mut A, cx: &mut Context<'_>) -> Step {
         let step = match self.state {
             State::Handshaking(_) => Step::Remove,
             State::Open(_) => {
-                self.start_close(CloseCode::Away, "server shutting down", cx);
+                let step = self.start_close(CloseCode::Away.into(), "server shutting down", app, cx);
                 self.deadline = deadline;
-                Step::Keep
+                step
             }
             // Already closing, on a deadline no later than the loop's own.
-            State::Closing(_) => Step::Keep,
-            State::Moving => Step::Remove,
+            State::Closing(_) | State::Lingering(_) => Step::Keep,
         };
         self.finish(token, step, cx)
     }
 
     /// Accounting for a connection the loop is about to free.
-    pub fn on_remove(&mut self, metrics: &mut Metrics) {
-        stop_counting_open(&mut self.flags, metrics);
+    pub fn on_remove<A: App>(&mut self, app: &mut A, metrics: &mut Metrics) {
+        if self.is_open() {
+            // Dropped without a close handshake (peer gone, slow consumer, loop exit).
+            let code = if self.close_code == 0 { 1006 } else { self.close_code };
+            metrics.count_close(code);
+            app.on_close(self.id, code);
+        }
+        self.stop_counting_open(metrics);
         metrics.pending_output_bytes = metrics.pending_output_bytes.saturating_sub(u64::from(self.reported_pending));
         self.reported_pending = 0;
-        if matches!(self.state, State::Open(_) | State::Closing(_)) {
-            metrics.count_close(if self.close_code == 0 { 1006 } else { self.close_code });
+    }
+
+    /// The WebSocket is over: counted once, by its close code, and the
+    /// application told. The connection lingers for its last words unless
+    /// the caller moves it on.
+    fn end_websocket<A: App>(&mut self, app: &mut A, cx: &mut Context<'_>) {
+        let code = if self.close_code == 0 { 1006 } else { self.close_code };
+        cx.lent.metrics.count_close(code);
+        app.on_close(self.id, code);
+        self.state = State::Lingering(Lingering::default());
+        self.deadline = cx.lent.now.wrapping_add(clock::ticks(CLOSE_GRACE));
+    }
+
+    fn stop_counting_open(&mut self, metrics: &mut Metrics) {
+        if std::mem::take(&mut self.counted_open) {
+            metrics.connections_open = metrics.connections_open.saturating_sub(1);
         }
     }
 
@@ -284,16 +277,16 @@ impl Connection {
         if step == Step::Remove {
             return step;
         }
-        let pending = self.socket().map_or(0, |s| s.pending_output() as u32);
+        let pending = u32::try_from(self.outbox.len()).unwrap_or(u32::MAX);
         if pending != self.reported_pending {
-            let gauge = &mut cx.metrics.pending_output_bytes;
+            let gauge = &mut cx.lent.metrics.pending_output_bytes;
             *gauge = (*gauge + u64::from(pending)).saturating_sub(u64::from(self.reported_pending));
             self.reported_pending = pending;
         }
-        let wanted = self.wanted_interest();
+        // READABLE always; WRITABLE too while output waits for the kernel.
+        let wanted = if self.outbox.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
         if wanted != self.interest {
-            let Some(socket) = self.socket_mut() else { return Step::Remove };
-            if let Err(e) = cx.registry.reregister(socket.stream_mut(), token, wanted) {
+            if let Err(e) = cx.registry.reregister(self.socket.stream_mut(), token, wanted) {
                 error!(error = %e, "epoll_ctl failed; dropping the connection");
                 return Step::Remove;
             }
@@ -302,244 +295,278 @@ impl Connection {
         step
     }
 
-    /// READABLE always; WRITABLE too while output is waiting for the kernel.
-    fn wanted_interest(&self) -> Interest {
-        if self.socket().is_some_and(Socket::write_blocked) {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
+    /// Reads the request head; once it is complete, acts on the decision.
+    fn read_head<A: App>(&mut self, app: &mut A, cx: &mut Context<'_>) -> Step {
+        // The receive buffer is taken out of the context while the parsed
+        // head borrows it, so the rest of the context stays usable.
+        let rx = std::mem::take(&mut cx.lent.rx);
+        let next = self.parse_head(rx, app, cx);
+        cx.lent.rx = rx;
+        match next {
+            // Frames may already be here (sent with the request).
+            None => self.serve_open(app, cx),
+            Some(step) => step,
         }
     }
 
-    fn drive_handshake(&mut self, cx: &mut Context<'_>) -> Step {
-        let routes = if self.flags & METRICS_ONLY != 0 {
-            Routes::MetricsOnly
-        } else if cx.config.no_http_pages {
-            Routes::None
-        } else {
-            Routes::All
+    /// Reads into `rx` until the head is complete and acts on the decision:
+    /// `None` when the connection is now open and should be served.
+    fn parse_head<A: App>(&mut self, rx: &mut [u8], app: &mut A, cx: &mut Context<'_>) -> Option<Step> {
+        let State::Handshaking(hs) = &mut self.state else { return Some(Step::Remove) };
+        loop {
+            // What arrived before goes first (only for a head in several pieces).
+            let carried = hs.head.len();
+            rx[..carried].copy_from_slice(&hs.head);
+            let n = match self.socket.recv(&mut rx[carried..]) {
+                Ok(Received::Data(n)) => carried + n,
+                Ok(Received::Nothing) => return Some(Step::Keep),
+                Ok(Received::Eof) => return Some(self.handshake_failed(Failure::PeerClosed, cx)),
+                Err(_) => return Some(self.handshake_failed(Failure::Io, cx)),
+            };
+            let mut headers = handshake::NO_HEADERS;
+            let (len, request) = match handshake::parse_head(&rx[..n], &mut headers) {
+                Head::Partial => {
+                    hs.head.clear();
+                    hs.head.extend_from_slice(&rx[..n]);
+                    continue;
+                }
+                Head::Refused(refusal) => return Some(self.refuse(refusal, cx)),
+                Head::Complete { len, request } => (len, request),
+            };
+            return match handshake::decide(&request, cx.policy, hs.routes) {
+                Decision::Upgrade(response) => {
+                    // What followed the head is the WebSocket's first input.
+                    self.state = State::Open(Open::new(&rx[len..n]));
+                    self.opened(&response, &request, app, cx)
+                }
+                Decision::Plain(plain) => {
+                    // Not a WebSocket after all: the figures it is answered
+                    // with must not count it as an open connection.
+                    self.stop_counting_open(cx.lent.metrics);
+                    cx.lent.metrics.count_http_request(plain.route);
+                    let source = pages::Source {
+                        metrics: cx.lent.metrics,
+                        config: cx.config,
+                        listen: cx.listen,
+                        uptime: cx.now_instant.saturating_duration_since(cx.started),
+                    };
+                    let response = pages::respond(plain.route, &plain.method, &plain.target, &source);
+                    Some(self.last_words(&response, cx))
+                }
+                Decision::Refuse(refusal) => Some(self.refuse(refusal, cx)),
+            };
+        }
+    }
+
+    /// The WebSocket is open: the 101 is corked, and the application sees
+    /// the request. `None` unless the application closed it at once.
+    fn opened<A: App>(
+        &mut self,
+        response: &[u8],
+        request: &httparse::Request<'_, '_>,
+        app: &mut A,
+        cx: &mut Context<'_>,
+    ) -> Option<Step> {
+        cx.lent.metrics.websockets_opened += 1;
+        cx.lent.cork.push_scratch(|s| s.extend_from_slice(response));
+        let target = request.path.unwrap_or("/");
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
         };
-        let State::Handshaking(hs) = &mut self.state else { return Step::Remove };
-        match hs.advance(cx.policy, routes) {
-            Progress::Pending => Step::Keep,
-            Progress::Request(request) => {
-                // A plain HTTP request: not a WebSocket connection after all.
-                stop_counting_open(&mut self.flags, cx.metrics);
-                cx.metrics.count_http_request(request.route);
-                let source = pages::Source {
-                    metrics: cx.metrics,
-                    config: cx.config,
-                    listen: cx.listen,
-                    uptime: cx.now_instant.saturating_duration_since(cx.started),
-                };
-                let response = pages::respond(request.route, &request.method, &request.target, &source);
-                hs.respond(&response);
-                self.deadline = cx.now.wrapping_add(clock::ticks(CLOSE_GRACE));
-                self.drive_handshake(cx)
+        let view = Request { path, query, headers: request.headers };
+        let mut close = None;
+        let mut ctx = Ctx {
+            id: self.id,
+            cork: cx.lent.cork,
+            input: 0..0,
+            assembled: None,
+            metrics: cx.lent.metrics,
+            close: &mut close,
+        };
+        app.on_open(&mut ctx, &view);
+        let close = close?;
+        cx.lent.cork.push_scratch(|s| writer::put_close(s, close.code, &close.reason));
+        Some(self.closed_by_us(close.code, app, cx))
+    }
+
+    fn refuse(&mut self, refusal: Refusal, cx: &mut Context<'_>) -> Step {
+        let response = &refusal.response;
+        info!(peer = %self.peer(), status = response.status, reason = response.reason(), "refused handshake");
+        cx.lent.metrics.count_refusal(refusal.kind);
+        self.last_words(response, cx)
+    }
+
+    /// Sends an HTTP response, then lingers until the peer closes.
+    fn last_words(&mut self, response: &Response, cx: &mut Context<'_>) -> Step {
+        self.stop_counting_open(cx.lent.metrics);
+        self.outbox.push(Bytes::from(response.to_bytes()));
+        self.linger(cx)
+    }
+
+    fn handshake_failed(&mut self, failure: Failure, cx: &mut Context<'_>) -> Step {
+        if failure == Failure::PeerClosed {
+            debug!(peer = %self.peer(), "peer closed during the handshake");
+        } else {
+            info!(peer = %self.peer(), reason = failure.as_str(), "handshake failed");
+        }
+        cx.lent.metrics.count_failure(failure);
+        Step::Remove
+    }
+
+    /// The hot path: one wakeup of an open connection.
+    fn serve_open<A: App>(&mut self, app: &mut A, cx: &mut Context<'_>) -> Step {
+        let State::Open(open) = &mut self.state else { return Step::Remove };
+        let served = wakeup::serve(open, &mut self.socket, &mut self.outbox, self.id, app, &mut cx.lent);
+        self.after_served(served, app, cx)
+    }
+
+    /// Acts on what a wakeup of the open connection did.
+    fn after_served<A: App>(&mut self, served: Served, app: &mut A, cx: &mut Context<'_>) -> Step {
+        let pending = self.outbox.len();
+        cx.lent.metrics.pending_output_peak = cx.lent.metrics.pending_output_peak.max(pending as u64);
+        if served.pong {
+            self.ping_sent = false;
+        }
+        if served.backpressured {
+            if self.backpressure_since.is_none() {
+                self.backpressure_since = Some(cx.lent.now);
+                cx.lent.metrics.backpressure_events += 1;
             }
-            Progress::Refused(refusal) => {
+        } else if pending <= cx.config.max_backpressure {
+            self.backpressure_since = None;
+        }
+        match served.end {
+            None if served.again => Step::Again,
+            None => Step::Keep,
+            Some(End::PeerClosed(code)) => {
+                self.close_code = code;
+                self.end_websocket(app, cx);
+                self.close_handshake_done(cx)
+            }
+            Some(End::Violation(violation)) => {
                 info!(
                     peer = %self.peer(),
-                    status = refusal.response.status,
-                    reason = refusal.response.reason(),
-                    "refused handshake"
+                    code = u16::from(violation.code),
+                    reason = violation.reason,
+                    "closing connection after protocol error"
                 );
-                cx.metrics.count_refusal(refusal.kind);
-                stop_counting_open(&mut self.flags, cx.metrics);
-                self.deadline = cx.now.wrapping_add(clock::ticks(CLOSE_GRACE));
-                // Deliver the response now.
-                self.drive_handshake(cx)
+                self.close_code = violation.code.into();
+                self.end_websocket(app, cx);
+                self.linger(cx)
             }
-            Progress::Upgraded => {
-                let State::Handshaking(hs) = std::mem::replace(&mut self.state, State::Moving) else {
-                    unreachable!("matched Handshaking above")
-                };
-                self.state = State::Open(hs.into_websocket(*cx.ws_config));
-                cx.metrics.websockets_opened += 1;
-                // Frames may already be here (sent with the request, or since).
-                self.drive_open(cx)
-            }
-            Progress::Failed(failure) => {
-                if failure == Failure::PeerClosed {
-                    debug!(peer = %self.peer(), "peer closed during the handshake");
-                } else {
-                    info!(peer = %self.peer(), reason = failure.as_str(), "handshake failed");
-                }
-                cx.metrics.count_failure(failure);
-                Step::Remove
-            }
-            Progress::Finished => Step::Remove,
-        }
-    }
-
-    /// The hot path: read every message the socket has, hand each to the
-    /// application, queue the replies, and flush once per batch.
-    fn drive_open(&mut self, cx: &mut Context<'_>) -> Step {
-        let State::Open(ws) = &mut self.state else { return Step::Remove };
-        let wakeup = cycle::serve(ws, &mut self.close_code, cx.config, cx.metrics);
-        let (pending, budget_spent) = (ws.get_ref().pending_output(), ws.get_ref().budget_spent());
-        if !cx.config.no_latency {
-            self.record_latency(&wakeup, pending, cx);
-        }
-        cx.metrics.pending_output_peak = cx.metrics.pending_output_peak.max(pending as u64);
-        if let Some(disposition) = wakeup.outcome {
-            return self.on_disposition(disposition, cx);
-        }
-        if pending > cx.config.max_backpressure {
-            if self.flags & BACKPRESSURED == 0 {
-                self.flags |= BACKPRESSURED;
-                self.backpressure_since = cx.now;
-                cx.metrics.backpressure_events += 1;
-            }
-        } else {
-            self.flags &= !BACKPRESSURED;
-        }
-        if budget_spent {
-            Step::Again
-        } else {
-            Step::Keep
-        }
-    }
-
-    /// Times this wakeup's replies once the kernel has taken them all: two
-    /// clock reads per wakeup, none per message. Every reply is timed from
-    /// the moment the wakeup's first message was complete. Replies left
-    /// waiting for the kernel are recorded when it takes them, timed from
-    /// their wakeup (in millisecond ticks: they waited at least that long).
-    fn record_latency(&mut self, wakeup: &Wakeup, pending: usize, cx: &mut Context<'_>) {
-        if pending > 0 {
-            if wakeup.served > 0 {
-                if self.unrecorded == 0 {
-                    self.unrecorded_since = cx.now;
-                }
-                self.unrecorded = self.unrecorded.saturating_add(u32::try_from(wakeup.served).unwrap_or(u32::MAX));
-            }
-            return;
-        }
-        if wakeup.first_complete.is_none() && self.unrecorded == 0 {
-            return;
-        }
-        let done = Instant::now();
-        if let Some(start) = wakeup.first_complete {
-            cx.metrics.record_latency(cycle::nanos(done - start), wakeup.served);
-        }
-        if self.unrecorded > 0 {
-            let waited = u64::from(clock::elapsed(self.unrecorded_since, cx.now)) * 1_000_000;
-            cx.metrics.record_latency(waited + cycle::nanos(done - cx.now_instant), u64::from(self.unrecorded));
-            self.unrecorded = 0;
-        }
-    }
-
-    fn drive_closing(&mut self) -> Step {
-        let State::Closing(closing) = &mut self.state else { return Step::Remove };
-        let ws = &mut closing.ws;
-        match &mut closing.mode {
-            CloseMode::AwaitPeerClose => {
-                loop {
-                    match ws.read() {
-                        // Data the peer sent before it saw our close: dropped.
-                        Ok(_) => {}
-                        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(_) => return Step::Remove,
-                    }
-                }
-                match flush(ws) {
-                    None if ws.get_ref().budget_spent() => Step::Again,
-                    None => Step::Keep,
-                    Some(_) => Step::Remove,
-                }
-            }
-            CloseMode::Linger { shut_down } => {
-                if !*shut_down {
-                    match flush(ws) {
-                        None if ws.get_ref().pending_output() > 0 => return Step::Keep,
-                        None => {
-                            // Our close frame is out: FIN after it.
-                            if ws.get_ref().shutdown_write().is_err() {
-                                return Step::Remove;
-                            }
-                            *shut_down = true;
-                        }
-                        Some(_) => return Step::Remove,
-                    }
-                }
-                match ws.get_mut().discard_input(LINGER_LIMIT) {
-                    Ok(false) => Step::Keep,
-                    Ok(true) | Err(_) => Step::Remove,
-                }
-            }
-        }
-    }
-
-    fn on_disposition(&mut self, disposition: Disposition, cx: &mut Context<'_>) -> Step {
-        match disposition {
-            Disposition::Closed => Step::Remove,
-            Disposition::PeerGone => Step::Remove,
-            Disposition::Fail(code, reason) => {
-                info!(peer = %self.peer(), code = u16::from(code), %reason, "closing connection after protocol error");
-                self.fail(code, &reason, cx)
-            }
-            Disposition::Io(reason) => {
-                info!(peer = %self.peer(), %reason, "connection failed");
-                Step::Remove
-            }
-            Disposition::Bug(reason) => {
-                error!(peer = %self.peer(), %reason, "bug: unexpected tungstenite state");
+            // Its close frame is out (or queued): wait for the peer's.
+            Some(End::AppClosed(request)) => self.closed_by_us(request.code, app, cx),
+            Some(End::PeerGone) => Step::Remove,
+            Some(End::Failed(e)) => {
+                info!(peer = %self.peer(), error = %e, "connection failed");
                 Step::Remove
             }
         }
     }
 
-    /// Fails the WebSocket connection (RFC 6455 §7.1.7) with `code`: close
-    /// frame, then linger until the peer closes or the grace period ends.
-    fn fail(&mut self, code: CloseCode, reason: &str, cx: &mut Context<'_>) -> Step {
-        let State::Open(mut ws) = std::mem::replace(&mut self.state, State::Moving) else {
-            return Step::Remove;
-        };
+    /// Our close frame is in the cork (or sent): flush it and wait for the peer's.
+    fn closed_by_us<A: App>(&mut self, code: u16, app: &mut A, cx: &mut Context<'_>) -> Step {
+        cx.lent.metrics.frames_out.close += 1;
         if self.close_code == 0 {
-            self.close_code = code.into();
+            self.close_code = code;
         }
-        cx.metrics.frames_out.close += 1;
-        match ws.close(Some(ws::close_frame(code, reason))) {
-            Ok(()) => {}
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Step::Remove,
+        let reader = match &mut self.state {
+            State::Open(open) => open.take_reader(),
+            _ => Reader::default(),
+        };
+        self.end_websocket(app, cx);
+        self.state = State::Closing(reader);
+        self.deadline = cx.lent.now.wrapping_add(clock::ticks(CLOSE_GRACE));
+        if outbox::flush(&mut self.socket, &mut self.outbox, cx.lent.cork, &[]).is_err() {
+            return Step::Remove;
         }
-        self.state = State::Closing(Closing { ws, mode: CloseMode::Linger { shut_down: false } });
-        self.deadline = cx.now.wrapping_add(clock::ticks(CLOSE_GRACE));
-        self.drive_closing()
+        Step::Keep
     }
 
     /// Starts a clean close from our side (idle timeout, shutdown).
-    fn start_close(&mut self, code: CloseCode, reason: &str, cx: &mut Context<'_>) {
-        let State::Open(mut ws) = std::mem::replace(&mut self.state, State::Moving) else { return };
-        if !ws.can_write() {
-            // The peer's close is being answered already; let tungstenite finish.
-            self.state = State::Open(ws);
-            return;
-        }
-        if self.close_code == 0 {
-            self.close_code = code.into();
-        }
-        // Queued even when the flush blocks; any other error surfaces on the next call.
-        let _ = ws.close(Some(ws::close_frame(code, reason)));
-        cx.metrics.frames_out.close += 1;
-        self.state = State::Closing(Closing { ws, mode: CloseMode::AwaitPeerClose });
-        self.deadline = cx.now.wrapping_add(clock::ticks(CLOSE_GRACE));
+    fn start_close<A: App>(&mut self, code: u16, reason: &str, app: &mut A, cx: &mut Context<'_>) -> Step {
+        cx.lent.cork.push_scratch(|s| writer::put_close(s, code, reason));
+        self.closed_by_us(code, app, cx)
     }
 
-    fn check_open_timers(&mut self, cx: &mut Context<'_>) -> Step {
-        let now = cx.now;
+    fn serve_closing(&mut self, cx: &mut Context<'_>) -> Step {
+        if outbox::flush(&mut self.socket, &mut self.outbox, cx.lent.cork, &[]).is_err() {
+            return Step::Remove;
+        }
+        let State::Closing(reader) = &mut self.state else { return Step::Remove };
+        match wakeup::await_close(reader, &mut self.socket, &mut cx.lent) {
+            Awaiting::Waiting => Step::Keep,
+            Awaiting::Again => Step::Again,
+            Awaiting::Done => self.close_handshake_done(cx),
+        }
+    }
+
+    /// Both close frames are exchanged (ours may still be queued): the
+    /// server closes the TCP connection first (RFC 6455 §7.1.1), at once if
+    /// everything is sent, else once it is.
+    fn close_handshake_done(&mut self, cx: &mut Context<'_>) -> Step {
+        if outbox::flush(&mut self.socket, &mut self.outbox, cx.lent.cork, &[]).is_err() || self.outbox.is_empty() {
+            return Step::Remove;
+        }
+        self.linger(cx)
+    }
+
+    fn serve_lingering(&mut self, cx: &mut Context<'_>) -> Step {
+        self.linger(cx)
+    }
+
+    /// Enters (or continues) the lingering close: sends the last words,
+    /// half-closes, and reads (throwing it away) until the peer closes:
+    /// `Remove` once it has, or once it sent more than [`LINGER_LIMIT`].
+    fn linger(&mut self, cx: &mut Context<'_>) -> Step {
+        if outbox::flush(&mut self.socket, &mut self.outbox, cx.lent.cork, &[]).is_err() {
+            return Step::Remove;
+        }
+        if !matches!(self.state, State::Lingering(_)) {
+            self.state = State::Lingering(Lingering::default());
+            self.deadline = cx.lent.now.wrapping_add(clock::ticks(CLOSE_GRACE));
+        }
+        let State::Lingering(lingering) = &mut self.state else { return Step::Remove };
+        if !self.outbox.is_empty() {
+            return Step::Keep;
+        }
+        if !lingering.shut_down {
+            // Our FIN follows the last words. If the shutdown fails the peer
+            // has gone already.
+            if self.socket.shutdown_write().is_err() {
+                return Step::Remove;
+            }
+            lingering.shut_down = true;
+        }
+        loop {
+            match self.socket.recv(cx.lent.rx) {
+                Ok(Received::Data(n)) => {
+                    lingering.discarded += n;
+                    if lingering.discarded > LINGER_LIMIT {
+                        return Step::Remove;
+                    }
+                }
+                Ok(Received::Nothing) => return Step::Keep,
+                Ok(Received::Eof) | Err(_) => return Step::Remove,
+            }
+        }
+    }
+
+    fn check_open_timers<A: App>(&mut self, app: &mut A, cx: &mut Context<'_>) -> Step {
+        let now = cx.lent.now;
         let idle_timeout = cx.config.idle_timeout;
         let slow_limit = if idle_timeout.is_zero() { crate::config::DEFAULT_IDLE_TIMEOUT } else { idle_timeout };
-        if self.flags & BACKPRESSURED != 0 && clock::elapsed(self.backpressure_since, now) >= clock::ticks(slow_limit) {
-            info!(peer = %self.peer(), "closing slow consumer: output backlog over the limit for the whole idle timeout");
-            cx.metrics.slow_consumer_closes += 1;
-            if self.close_code == 0 {
-                self.close_code = CloseCode::Policy.into();
+        if let Some(since) = self.backpressure_since {
+            if clock::elapsed(since, now) >= clock::ticks(slow_limit) {
+                info!(peer = %self.peer(), "closing slow consumer: output backlog over the limit for the whole idle timeout");
+                cx.lent.metrics.slow_consumer_closes += 1;
+                if self.close_code == 0 {
+                    self.close_code = CloseCode::Policy.into();
+                }
+                // Its output is stuck, so a close frame could not reach it: drop it.
+                return Step::Remove;
             }
-            // Its output is stuck, so a close frame could not reach it: drop it.
-            return Step::Remove;
         }
         if idle_timeout.is_zero() {
             return Step::Keep;
@@ -548,33 +575,18 @@ impl Connection {
         let timeout = clock::ticks(idle_timeout);
         if idle >= timeout {
             debug!(peer = %self.peer(), "closing idle connection");
-            cx.metrics.idle_closes += 1;
-            self.start_close(CloseCode::Away, "idle timeout", cx);
-        } else if idle >= timeout / 2 && self.flags & PING_SENT == 0 {
-            if let State::Open(ws) = &mut self.state {
-                if ws.can_write() {
-                    self.flags |= PING_SENT;
-                    cx.metrics.frames_out.ping += 1;
-                    let sent = ws.write(Message::Ping(Default::default())).and_then(|()| ws.flush());
-                    match sent {
-                        Ok(()) => {}
-                        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return self.on_disposition(ws::classify(e), cx),
-                    }
-                }
+            cx.lent.metrics.idle_closes += 1;
+            return self.start_close(CloseCode::Away.into(), "idle timeout", app, cx);
+        }
+        if idle >= timeout / 2 && !self.ping_sent {
+            self.ping_sent = true;
+            cx.lent.metrics.frames_out.ping += 1;
+            cx.lent.cork.push_scratch(|s| writer::put_frame(s, writer::PING, &[]));
+            if outbox::flush(&mut self.socket, &mut self.outbox, cx.lent.cork, &[]).is_err() {
+                return Step::Remove;
             }
         }
         Step::Keep
-    }
-}
-
-/// Takes a connection out of `connections_open` (a refusal, a plain HTTP
-/// request, or its removal), once. A free function, so that it can be
-/// called while the connection's state is borrowed.
-fn stop_counting_open(flags: &mut u8, metrics: &mut Metrics) {
-    if *flags & COUNTED_OPEN != 0 {
-        *flags &= !COUNTED_OPEN;
-        metrics.connections_open = metrics.connections_open.saturating_sub(1);
     }
 }
 
@@ -587,6 +599,6 @@ mod tests {
     #[test]
     fn connection_stays_small() {
         let size = std::mem::size_of::<Connection>();
-        assert!(size <= 360, "Connection grew to {size} bytes");
+        assert!(size <= 200, "Connection grew to {size} bytes");
     }
 }

@@ -1,30 +1,28 @@
-//! The opening handshake, driven over a non-blocking socket.
+//! The opening handshake: the request head parsed once, and the answer to
+//! it decided, without I/O.
 //!
-//! We read the request head ourselves, parse it once with httparse, and hand
-//! the parsed request to tungstenite (`create_response` validates it and
-//! derives `Sec-WebSocket-Accept`; `write_response` renders the 101). We do
-//! not use tungstenite's `MidHandshake` because on failure it consumes the
-//! stream and returns only an error: no way to answer 400, 426 or 431, no way
-//! to route a plain HTTP request, and no head-size limit below its 64 KiB
-//! `AttackCheck`. Bytes that follow the head in the same read (a client that
-//! sends its first frame without waiting for the 101) are kept and become the
-//! WebSocket's first input, where tungstenite would reject them.
+//! [`parse_head`] is the one head parser: connections, tests and the fuzz
+//! target all run it. It applies the head-size limits (431) and reports a
+//! complete head with the parsed request, or a refusal. [`decide`] answers a
+//! complete request: the 101 for an acceptable upgrade (tungstenite's
+//! `create_response` validates the request and derives
+//! `Sec-WebSocket-Accept`; `write_response` renders it), a plain HTTP
+//! request to route, or an HTTP error. The connection acts on the
+//! [`Decision`] in one place ([`crate::connection`]).
 //!
-//! A refused request gets a complete HTTP response; then we half-close and
-//! read until the client closes (lingering close), so that the response is
-//! not destroyed by a reset when unread request bytes remain.
+//! We do not use tungstenite's `MidHandshake`: on failure it consumes the
+//! stream and returns only an error, so there would be no way to answer 400,
+//! 426 or 431, to route a plain HTTP request, or to enforce a head-size
+//! limit below its 64 KiB `AttackCheck`.
 
 use tungstenite::{
     handshake::server::{create_response, write_response, Request},
     http,
-    protocol::{Role, WebSocketConfig},
-    WebSocket,
 };
 
 use crate::{
     config::MAX_REQUEST_HEAD,
     http::{route, Response, Route, Routes},
-    socket::Socket,
 };
 
 /// What the handshake may accept, from [`crate::Config`].
@@ -130,145 +128,6 @@ impl Failure {
     }
 }
 
-/// Where a handshake stands after [`Handshake::advance`].
-#[derive(Debug)]
-pub enum Progress {
-    /// Waiting for the socket (for WRITABLE too if [`Socket::write_blocked`]).
-    Pending,
-    /// The request was just refused: count and log it, then call
-    /// [`Handshake::advance`] again to deliver the response.
-    Refused(Refusal),
-    /// A plain HTTP request: answer it with [`Handshake::respond`].
-    Request(PlainRequest),
-    /// The 101 response is sent: call [`Handshake::into_websocket`].
-    Upgraded,
-    /// The handshake failed; drop the connection.
-    Failed(Failure),
-    /// A response was delivered and the peer has closed: drop the connection.
-    Finished,
-}
-
-/// One connection's handshake in progress.
-#[derive(Debug)]
-pub struct Handshake {
-    socket: Socket,
-    phase: Phase,
-}
-
-#[derive(Debug)]
-enum Phase {
-    /// Reading the request head.
-    ReadingHead { head: Vec<u8> },
-    /// Writing the 101; then the WebSocket opens with `tail` as its first input.
-    Accepting { response: Vec<u8>, written: usize, tail: Vec<u8> },
-    /// A plain request was read; its response is being made by the caller.
-    AwaitingResponse,
-    /// Writing a final response (a refusal, or a page); then lingering.
-    Responding { response: Vec<u8>, written: usize },
-    /// Response written and our FIN sent: discarding input until the peer closes.
-    Lingering,
-}
-
-/// Most header fields in a request head (Chrome sends about 15).
-const MAX_HEADERS: usize = 64;
-/// Input a lingering connection may send before we stop being polite.
-const LINGER_LIMIT: usize = 256 << 10;
-
-impl Handshake {
-    /// A new connection, waiting for its request.
-    pub fn new(socket: Socket) -> Self {
-        Handshake { socket, phase: Phase::ReadingHead { head: Vec::new() } }
-    }
-
-    /// A connection refused before it sent anything (at the connection
-    /// limit): it gets `refusal`'s response, then lingers.
-    pub fn refuse_now(socket: Socket, refusal: &Refusal) -> Self {
-        Handshake { socket, phase: Phase::Responding { response: refusal.response.to_bytes(), written: 0 } }
-    }
-
-    pub fn socket(&self) -> &Socket {
-        &self.socket
-    }
-
-    pub fn socket_mut(&mut self) -> &mut Socket {
-        &mut self.socket
-    }
-
-    /// Whether the handshake is only delivering a final HTTP response (it
-    /// does not count as a connection any more).
-    pub fn is_responding(&self) -> bool {
-        matches!(self.phase, Phase::AwaitingResponse | Phase::Responding { .. } | Phase::Lingering)
-    }
-
-    /// Sends `response` to a plain request, then closes.
-    pub fn respond(&mut self, response: &Response) {
-        self.phase = Phase::Responding { response: response.to_bytes(), written: 0 };
-    }
-
-    /// Does all the work the socket allows now. `routes` says which plain
-    /// HTTP routes this connection's listener serves.
-    pub fn advance(&mut self, policy: &Policy, routes: Routes) -> Progress {
-        loop {
-            let next = match &mut self.phase {
-                Phase::ReadingHead { head } => match read_head(&mut self.socket, head, policy, routes) {
-                    Ok(Some((consumed, Decision::Upgrade(response)))) => {
-                        let tail = head.split_off(consumed);
-                        Phase::Accepting { response, written: 0, tail }
-                    }
-                    Ok(Some((_, Decision::Refuse(refusal)))) => {
-                        self.phase = Phase::Responding { response: refusal.response.to_bytes(), written: 0 };
-                        return Progress::Refused(refusal);
-                    }
-                    Ok(Some((_, Decision::Plain(request)))) => {
-                        self.phase = Phase::AwaitingResponse;
-                        return Progress::Request(request);
-                    }
-                    Ok(None) => return Progress::Pending,
-                    Err(HeadError::Closed) => return Progress::Failed(Failure::PeerClosed),
-                    Err(HeadError::Io) => return Progress::Failed(Failure::Io),
-                },
-                Phase::Accepting { response, written, .. } => match write_all(&mut self.socket, response, written) {
-                    Ok(true) => return Progress::Upgraded,
-                    Ok(false) => return Progress::Pending,
-                    Err(()) => return Progress::Failed(Failure::Io),
-                },
-                // The caller has not answered the request (yet): nothing to do.
-                Phase::AwaitingResponse => return Progress::Pending,
-                Phase::Responding { response, written } => match write_all(&mut self.socket, response, written) {
-                    Ok(true) => {
-                        // Our FIN follows the response. If the shutdown fails the
-                        // peer has gone already; lingering finds out at once.
-                        let _ = self.socket.shutdown_write();
-                        Phase::Lingering
-                    }
-                    Ok(false) => return Progress::Pending,
-                    Err(()) => return Progress::Finished,
-                },
-                Phase::Lingering => match self.socket.discard_input(LINGER_LIMIT) {
-                    Ok(false) => return Progress::Pending,
-                    Ok(true) | Err(_) => return Progress::Finished,
-                },
-            };
-            self.phase = next;
-        }
-    }
-
-    /// Turns the upgraded connection into a WebSocket; the bytes that followed
-    /// the request head become its first input.
-    pub fn into_websocket(self, config: WebSocketConfig) -> WebSocket<Socket> {
-        let tail = match self.phase {
-            Phase::Accepting { tail, .. } => tail,
-            _ => Vec::new(),
-        };
-        WebSocket::from_partially_read(self.socket, tail, Role::Server, Some(config))
-    }
-}
-
-enum HeadError {
-    Closed,
-    Io,
-}
-
 /// The answer to a complete request head.
 #[derive(Debug)]
 pub enum Decision {
@@ -280,98 +139,78 @@ pub enum Decision {
     Plain(PlainRequest),
 }
 
-/// Reads until the request head is complete, then decides on it:
-/// `Ok(Some((head length, decision)))`, or `Ok(None)` while the socket has
-/// nothing more. httparse runs on each read until the head is complete
-/// (once, for the usual single-segment request), and the decision is made
-/// from that same parse.
-fn read_head(
-    socket: &mut Socket,
-    head: &mut Vec<u8>,
-    policy: &Policy,
-    routes: Routes,
-) -> Result<Option<(usize, Decision)>, HeadError> {
-    use std::io::Read;
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = match socket.read(&mut chunk) {
-            Ok(0) => return Err(HeadError::Closed),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-            Err(_) => return Err(HeadError::Io),
-        };
-        head.extend_from_slice(&chunk[..n]);
-        let too_large = || {
-            Refusal::new(RefusalKind::HeadTooLarge, 431, format!("request head larger than {MAX_REQUEST_HEAD} bytes"))
-        };
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        let refuse = Decision::Refuse;
-        return Ok(Some(match request.parse(head) {
-            Ok(httparse::Status::Complete(len)) if len <= MAX_REQUEST_HEAD => (len, decide(&request, policy, routes)),
-            Ok(httparse::Status::Complete(len)) => (len, refuse(too_large())),
-            Ok(httparse::Status::Partial) if head.len() > MAX_REQUEST_HEAD => (head.len(), refuse(too_large())),
-            Ok(httparse::Status::Partial) => continue,
-            Err(httparse::Error::TooManyHeaders) => (head.len(), refuse(too_large())),
-            Err(e) => {
-                (head.len(), refuse(Refusal::new(RefusalKind::Malformed, 400, format!("malformed HTTP request: {e}"))))
-            }
-        }));
+/// Most header fields in a request head (Chrome sends about 15).
+pub const MAX_HEADERS: usize = 64;
+
+/// Room for the parsed header fields of one head.
+pub type Headers<'b> = [httparse::Header<'b>; MAX_HEADERS];
+
+/// An empty [`Headers`], for [`parse_head`].
+pub const NO_HEADERS: Headers<'static> = [httparse::EMPTY_HEADER; MAX_HEADERS];
+
+/// What [`parse_head`] made of the bytes received so far.
+#[derive(Debug)]
+pub enum Head<'h, 'b> {
+    /// Not complete yet (and within the size limit): wait for more.
+    Partial,
+    /// A complete head of `len` bytes (what follows is the peer's next input).
+    Complete { len: usize, request: httparse::Request<'h, 'b> },
+    /// Not a head we will answer with anything but this error.
+    Refused(Refusal),
+}
+
+/// Parses the request head at the start of `bytes`: the one head parser.
+/// Over [`MAX_REQUEST_HEAD`] bytes or [`MAX_HEADERS`] fields is a 431; bytes
+/// that are not HTTP a 400.
+pub fn parse_head<'h, 'b>(bytes: &'b [u8], headers: &'h mut Headers<'b>) -> Head<'h, 'b> {
+    let too_large =
+        || Refusal::new(RefusalKind::HeadTooLarge, 431, format!("request head larger than {MAX_REQUEST_HEAD} bytes"));
+    let mut request = httparse::Request::new(headers);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_REQUEST_HEAD => Head::Complete { len, request },
+        Ok(httparse::Status::Complete(_)) => Head::Refused(too_large()),
+        Ok(httparse::Status::Partial) if bytes.len() > MAX_REQUEST_HEAD => Head::Refused(too_large()),
+        Ok(httparse::Status::Partial) => Head::Partial,
+        Err(httparse::Error::TooManyHeaders) => Head::Refused(Refusal::new(
+            RefusalKind::HeadTooLarge,
+            431,
+            format!("more than {MAX_HEADERS} header fields"),
+        )),
+        Err(e) => Head::Refused(Refusal::new(RefusalKind::Malformed, 400, format!("malformed HTTP request: {e}"))),
     }
 }
 
-/// Parses a complete request head and decides what to answer (what the
-/// handshake does once the head is in; public for the benches). `None` if
-/// the head is incomplete.
-pub fn decide_head(head: &[u8], policy: &Policy, routes: Routes) -> Option<Decision> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    match request.parse(head) {
-        Ok(httparse::Status::Complete(_)) => Some(decide(&request, policy, routes)),
-        Ok(httparse::Status::Partial) => None,
-        Err(e) => {
-            Some(Decision::Refuse(Refusal::new(RefusalKind::Malformed, 400, format!("malformed HTTP request: {e}"))))
-        }
+/// [`parse_head`] and then [`decide`]: the answer to the head at the start of
+/// `bytes`, with the head's length (`None` while incomplete). What the
+/// fuzz target and the benches drive.
+pub fn answer(bytes: &[u8], policy: &Policy, routes: Routes) -> Option<(usize, Decision)> {
+    let mut headers = NO_HEADERS;
+    match parse_head(bytes, &mut headers) {
+        Head::Partial => None,
+        Head::Complete { len, request } => Some((len, decide(&request, policy, routes))),
+        Head::Refused(refusal) => Some((bytes.len(), Decision::Refuse(refusal))),
     }
 }
 
-/// Decides what to answer to a complete, parsed request head.
-fn decide(parsed: &httparse::Request<'_, '_>, policy: &Policy, routes: Routes) -> Decision {
-    match decide_upgrade(parsed, policy, routes) {
-        Ok(response) => Decision::Upgrade(response),
-        Err(None) => {
-            let method = parsed.method.unwrap_or("").to_string();
-            let target = parsed.path.unwrap_or("/").to_string();
-            Decision::Plain(PlainRequest { route: route(&method, &target, routes), method, target })
-        }
-        Err(Some(refusal)) => Decision::Refuse(refusal),
-    }
-}
-
-/// The 101 response for an acceptable upgrade; `Err(None)` for a plain
-/// (non-upgrade) request; `Err(Some(refusal))` for a bad one.
-fn decide_upgrade(
-    parsed: &httparse::Request<'_, '_>,
-    policy: &Policy,
-    routes: Routes,
-) -> Result<Vec<u8>, Option<Refusal>> {
+/// Decides what to answer to a complete request head.
+pub fn decide(parsed: &httparse::Request<'_, '_>, policy: &Policy, routes: Routes) -> Decision {
     let method = parsed.method.unwrap_or("");
     let path = parsed.path.unwrap_or("/");
     let header = |name: &str| parsed.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
 
     if header("upgrade").is_none() {
-        return Err(None);
+        let (method, target) = (method.to_string(), path.to_string());
+        return Decision::Plain(PlainRequest { route: route(&method, &target, routes), method, target });
     }
     if routes == Routes::MetricsOnly {
-        return Err(Some(Refusal::new(
+        return Decision::Refuse(Refusal::new(
             RefusalKind::NotUpgrade,
             404,
             format!("{path}: this address serves /metrics and /stats only, not WebSocket"),
-        )));
+        ));
     }
-    let refuse = |r: Refusal| Err(Some(r));
     if method != "GET" {
-        return refuse(
+        return Decision::Refuse(
             Refusal::new(RefusalKind::Malformed, 405, format!("a WebSocket upgrade must use GET, not {method}"))
                 .with_header("Allow", "GET"),
         );
@@ -379,7 +218,7 @@ fn decide_upgrade(
     if let Some(version) = header("sec-websocket-version") {
         if version.trim_ascii() != b"13" {
             let shown = String::from_utf8_lossy(version).into_owned();
-            return refuse(
+            return Decision::Refuse(
                 Refusal::new(
                     RefusalKind::UnsupportedVersion,
                     426,
@@ -393,24 +232,35 @@ fn decide_upgrade(
         let origin = header("origin").map(|o| String::from_utf8_lossy(o).into_owned());
         let allowed = origin.as_deref().is_some_and(|o| policy.allowed_origins.iter().any(|a| a == o));
         if !allowed {
-            return refuse(Refusal::new(
+            return Decision::Refuse(Refusal::new(
                 RefusalKind::OriginNotAllowed,
                 403,
                 format!("origin {} is not allowed", origin.as_deref().unwrap_or("(none)")),
             ));
         }
     }
+    match upgrade_response(parsed, header("sec-websocket-protocol"), policy) {
+        Ok(response) => Decision::Upgrade(response),
+        Err(reason) => Decision::Refuse(Refusal::new(RefusalKind::Malformed, 400, reason)),
+    }
+}
 
-    let bad = |reason: String| Some(Refusal::new(RefusalKind::Malformed, 400, reason));
-    let request = to_http_request(parsed).map_err(bad)?;
-    let mut response = create_response(&request).map_err(|e| bad(format!("bad WebSocket upgrade request: {e}")))?;
-    if let Some(chosen) = choose_subprotocol(header("sec-websocket-protocol"), &policy.subprotocols) {
+/// The 101 for an upgrade request that passed our checks, if tungstenite
+/// finds it valid too (else why not).
+fn upgrade_response(
+    parsed: &httparse::Request<'_, '_>,
+    offered: Option<&[u8]>,
+    policy: &Policy,
+) -> Result<Vec<u8>, String> {
+    let request = to_http_request(parsed)?;
+    let mut response = create_response(&request).map_err(|e| format!("bad WebSocket upgrade request: {e}"))?;
+    if let Some(chosen) = choose_subprotocol(offered, &policy.subprotocols) {
         if let Ok(value) = http::HeaderValue::from_str(chosen) {
             response.headers_mut().insert("Sec-WebSocket-Protocol", value);
         }
     }
     let mut bytes = Vec::with_capacity(160);
-    write_response(&mut bytes, &response).map_err(|e| bad(format!("bad WebSocket upgrade request: {e}")))?;
+    write_response(&mut bytes, &response).map_err(|e| format!("bad WebSocket upgrade request: {e}"))?;
     Ok(bytes)
 }
 
@@ -431,18 +281,6 @@ fn to_http_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, String
         builder = builder.header(header.name, header.value);
     }
     builder.body(()).map_err(|e| format!("bad request header: {e}"))
-}
-
-/// Writes `data[*written..]`; `Ok(true)` once all of it is out.
-fn write_all(socket: &mut Socket, data: &[u8], written: &mut usize) -> Result<bool, ()> {
-    while *written < data.len() {
-        match socket.write_some(&data[*written..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => *written += n,
-            Err(_) => return Err(()),
-        }
-    }
-    Ok(true)
 }
 
 #[cfg(test)]

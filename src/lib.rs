@@ -24,24 +24,28 @@
 //! - [`wire`]: the stamped payload layout loadgen sends (sequence number,
 //!   send times), shared so any tool can read it.
 
+pub mod app;
 pub mod clock;
 pub mod config;
 pub mod connection;
-pub mod cycle;
-pub mod handler;
 pub mod handshake;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod modes;
+pub mod outbox;
 pub mod pages;
+pub mod protocol;
 pub mod server;
 pub mod shutdown;
 pub mod socket;
 pub mod stats;
+pub mod sys;
+pub mod testing;
 pub mod token;
 pub mod units;
+pub mod wakeup;
 pub mod wire;
-pub mod ws;
 
 pub use config::{Config, Mode};
 pub use server::{Ending, Server, Summary};

@@ -12,15 +12,15 @@ use hdrhistogram::Histogram;
 use crate::{
     handshake::{Failure, RefusalKind},
     http::Route,
+    protocol::Kind,
 };
 
 /// Highest latency the histogram tracks (60 s, in nanoseconds); larger
 /// values are clamped to it.
 const LATENCY_MAX_NS: u64 = 60_000_000_000;
 
-/// Frames by type. Incoming data messages count once however fragmented
-/// (tungstenite reassembles before we see them); outgoing pongs count the
-/// pings answered while open.
+/// Frames by type. Data messages count once however fragmented; outgoing
+/// pongs count the pings answered while open.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FrameCounts {
     pub text: u64,
@@ -77,9 +77,10 @@ pub struct Metrics {
     pub slow_consumer_closes: u64,
     /// Connections closed by the idle timeout.
     pub idle_closes: u64,
-    /// Service latency in nanoseconds, since start: from the moment a
-    /// message was complete in memory to the moment the kernel accepted the
-    /// last byte of its reply.
+    /// Service latency in nanoseconds, since start up to the last
+    /// [`Metrics::rotate_window`] (with the current window:
+    /// [`Metrics::latency_total`]): from the moment a message was complete in
+    /// memory to the moment the kernel accepted the last byte of its reply.
     pub latency: Histogram<u64>,
     /// The same over the last complete window of [`Metrics::rotate_window`]
     /// (recent figures for the monitor page and the stats log line).
@@ -126,6 +127,26 @@ impl Metrics {
         self.frames_out.text + self.frames_out.binary
     }
 
+    /// A data message of `len` payload bytes received.
+    #[inline]
+    pub fn count_received(&mut self, kind: Kind, len: usize) {
+        match kind {
+            Kind::Text => self.frames_in.text += 1,
+            Kind::Binary => self.frames_in.binary += 1,
+        }
+        self.bytes_in += len as u64;
+    }
+
+    /// A data message of `len` payload bytes sent (queued).
+    #[inline]
+    pub fn count_sent(&mut self, kind: Kind, len: usize) {
+        match kind {
+            Kind::Text => self.frames_out.text += 1,
+            Kind::Binary => self.frames_out.binary += 1,
+        }
+        self.bytes_out += len as u64;
+    }
+
     pub fn count_refusal(&mut self, kind: RefusalKind) {
         self.refused[kind as usize] += 1;
     }
@@ -138,18 +159,30 @@ impl Metrics {
         *self.closes.entry(code).or_default() += 1;
     }
 
-    /// Records `count` messages that each took `nanos` to serve.
+    /// Records `count` messages that each took `nanos` to serve: one
+    /// histogram update (the total since start is brought up to date from
+    /// the window, see [`Metrics::latency_total`]).
+    #[inline]
     pub fn record_latency(&mut self, nanos: u64, count: u64) {
         // Clamped: a value above the bound is kept at the bound rather than lost.
         let nanos = nanos.clamp(1, LATENCY_MAX_NS);
-        self.latency.saturating_record_n(nanos, count);
         self.latency_current.saturating_record_n(nanos, count);
     }
 
-    /// Ends the current latency window: it becomes `latency_window`.
+    /// Ends the current latency window: it becomes `latency_window`, and is
+    /// added to the total since start.
     pub fn rotate_window(&mut self) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.latency.add(&self.latency_current);
         std::mem::swap(&mut self.latency_window, &mut self.latency_current);
         self.latency_current.reset();
+    }
+
+    /// Service latency since start, the window being filled included.
+    pub fn latency_total(&self) -> Histogram<u64> {
+        let mut total = self.latency.clone();
+        let _ = total.add(&self.latency_current);
+        total
     }
 
     pub fn count_http_request(&mut self, route: Route) {
@@ -220,14 +253,16 @@ mod tests {
         assert_eq!(a.handshake_failures[Failure::Timeout as usize], 1);
         assert_eq!(a.closes.get(&1000), Some(&2));
         assert_eq!(a.closes.get(&1002), Some(&1));
-        assert_eq!(a.latency.len(), 4);
-        assert!(a.latency.max() >= 59_000_000_000);
+        assert_eq!(a.latency_total().len(), 4);
+        assert!(a.latency_total().max() >= 59_000_000_000);
         assert_eq!(a.latency_window.len(), 0);
         a.rotate_window();
         assert_eq!(a.latency_window.len(), 4);
+        assert_eq!(a.latency_total().len(), 4);
         a.rotate_window();
         assert_eq!(a.latency_window.len(), 0);
         assert_eq!(a.latency.len(), 4);
+        assert_eq!(a.latency_total().len(), 4);
     }
 
     #[test]

@@ -27,19 +27,24 @@ use std::{
 use mio::{event::Event, net::TcpListener, Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{debug, error, info, warn};
-use tungstenite::protocol::WebSocketConfig;
 
 use crate::{
+    app::{App, ConnectionId},
     clock::{self, Clock, Tick},
     config::Config,
     connection::{Connection, Context, Readiness, Step, CLOSE_GRACE},
     handshake::{Policy, Refusal},
+    http::Routes,
     listener::{self, ListenOptions},
     metrics::Metrics,
+    modes::Builtin,
+    outbox::Cork,
+    protocol::Limits,
     shutdown::{Request, ShutdownSignals, StopHandle},
-    socket::{RecvBuf, Socket},
+    socket::Socket,
     stats::Snapshot,
-    token, ws,
+    token,
+    wakeup::Lent,
 };
 
 /// Size of the loop's shared receive buffer: one `recv` takes up to this
@@ -78,10 +83,13 @@ pub enum Ending {
 /// Everything a connection may use during a call (see [`Context`]).
 struct Shared {
     config: Config,
-    ws_config: WebSocketConfig,
     policy: Policy,
+    limits: Limits,
     metrics: Metrics,
-    rx: RecvBuf,
+    /// The receive buffer every `recv` of this loop lands in.
+    rx: Box<[u8]>,
+    /// The output of the connection being served, until its flush.
+    cork: Cork,
     clock: Clock,
     started: Instant,
     listen: SocketAddr,
@@ -90,13 +98,20 @@ struct Shared {
 impl Shared {
     fn context<'a>(&'a mut self, registry: &'a mio::Registry) -> Context<'a> {
         Context {
+            lent: Lent {
+                rx: &mut self.rx,
+                cork: &mut self.cork,
+                limits: self.limits,
+                max_backpressure: self.config.max_backpressure,
+                measure_latency: !self.config.no_latency,
+                metrics: &mut self.metrics,
+                now: self.clock.now(),
+                now_fine: self.clock.now_fine(),
+                fine: self.clock.fine(),
+            },
             registry,
             config: &self.config,
-            ws_config: &self.ws_config,
             policy: &self.policy,
-            metrics: &mut self.metrics,
-            rx: &mut self.rx,
-            now: self.clock.now(),
             now_instant: self.clock.now_instant(),
             started: self.started,
             listen: self.listen,
@@ -104,7 +119,13 @@ impl Shared {
     }
 }
 
-pub struct Server {
+/// One event loop, running application `A` (by default the one `--mode`
+/// names).
+pub struct Server<A = Builtin> {
+    /// What runs on the connections.
+    app: A,
+    /// Connections accepted so far: makes every [`ConnectionId`] unique.
+    accepted: u64,
     poll: Poll,
     /// `None` once shutting down: no more accepts.
     listener: Option<TcpListener>,
@@ -131,9 +152,18 @@ pub struct Server {
     ending: Option<Ending>,
 }
 
-impl Server {
-    /// Binds the listeners `config` asks for and builds the loop around them.
+impl Server<Builtin> {
+    /// Binds the listeners `config` asks for and builds the loop around the
+    /// application its `--mode` names.
     pub fn bind(config: Config) -> io::Result<Server> {
+        let app = Builtin::for_config(&config);
+        Server::bind_with(config, app)
+    }
+}
+
+impl<A: App> Server<A> {
+    /// Binds the listeners `config` asks for and builds the loop around `app`.
+    pub fn bind_with(config: Config, app: A) -> io::Result<Server<A>> {
         let options = listener::ListenOptions { backlog: config.backlog, reuse_port: config.reuse_port };
         let listener = listener::bind(config.listen, options)?;
         let metrics_listener = match config.metrics_listen {
@@ -143,7 +173,7 @@ impl Server {
             ),
             None => None,
         };
-        let mut server = Server::new(listener, config)?;
+        let mut server = Server::new(listener, config, app)?;
         if let Some(mut metrics_listener) = metrics_listener {
             server.poll.registry().register(&mut metrics_listener, token::METRICS_LISTENER, Interest::READABLE)?;
             server.metrics_listener = Some(metrics_listener);
@@ -152,7 +182,7 @@ impl Server {
     }
 
     /// Builds the loop around an already bound, non-blocking listener.
-    pub fn new(mut listener: TcpListener, config: Config) -> io::Result<Server> {
+    pub fn new(mut listener: TcpListener, config: Config, app: A) -> io::Result<Server<A>> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, token::LISTENER, Interest::READABLE)?;
@@ -166,10 +196,13 @@ impl Server {
         });
         let clock = Clock::new();
         let started = clock.now_instant();
-        let ws_config = ws::websocket_config(&config);
         let policy =
             Policy { allowed_origins: config.allowed_origin.clone(), subprotocols: config.subprotocol.clone() };
+        let limits =
+            Limits { max_frame: config.effective_max_frame_size() as u64, max_message: config.max_message_size as u64 };
         Ok(Server {
+            app,
+            accepted: 0,
             poll,
             listener: Some(listener),
             metrics_listener: None,
@@ -177,10 +210,11 @@ impl Server {
             connections: Slab::with_capacity(1024),
             shared: Shared {
                 config,
-                ws_config,
                 policy,
+                limits,
                 metrics: Metrics::default(),
-                rx: RecvBuf::with_capacity(RECV_BUFFER_SIZE),
+                rx: vec![0; RECV_BUFFER_SIZE].into_boxed_slice(),
+                cork: Cork::default(),
                 clock,
                 started,
                 listen: local_addr,
@@ -283,7 +317,7 @@ impl Server {
             writable: event.is_writable() || event.is_write_closed() || event.is_error(),
             read_closed: event.is_read_closed(),
         };
-        let step = connection.on_ready(token, ready, &mut self.shared.context(self.poll.registry()));
+        let step = connection.on_ready(token, ready, &mut self.app, &mut self.shared.context(self.poll.registry()));
         self.apply(key, step);
     }
 
@@ -297,7 +331,7 @@ impl Server {
 
     fn remove(&mut self, key: usize) {
         if let Some(mut connection) = self.connections.try_remove(key) {
-            connection.on_remove(&mut self.shared.metrics);
+            connection.on_remove(&mut self.app, &mut self.shared.metrics);
             // Dropping closes the socket, which also removes it from epoll.
             drop(connection);
             if self.accept_paused_until.is_some() {
@@ -314,7 +348,12 @@ impl Server {
         for key in std::mem::take(&mut self.again) {
             let token = token::for_connection(key);
             let Some(connection) = self.connections.get_mut(key) else { continue };
-            let step = connection.on_ready(token, Readiness::default(), &mut self.shared.context(self.poll.registry()));
+            let step = connection.on_ready(
+                token,
+                Readiness::default(),
+                &mut self.app,
+                &mut self.shared.context(self.poll.registry()),
+            );
             self.apply(key, step);
         }
     }
@@ -366,18 +405,30 @@ impl Server {
                 error!(%peer, error = %e, "cannot register accepted connection");
                 continue;
             }
+            self.accepted += 1;
+            let id = ConnectionId::new(key, self.accepted);
             let mut cx = self.shared.context(self.poll.registry());
             if over_limit {
                 let refusal = Refusal::too_many_connections();
                 info!(%peer, status = 503, reason = refusal.response.reason(), "refused connection");
-                cx.metrics.count_refusal(refusal.kind);
-                entry.insert(Connection::refused(socket, &refusal, &mut cx));
+                cx.lent.metrics.count_refusal(refusal.kind);
+                entry.insert(Connection::refused(socket, id, &refusal, &mut cx));
                 // Send the 503 now: the client may not send anything to wake us.
                 let ready = Readiness { readable: true, writable: true, read_closed: false };
-                let step = self.connections[key].on_ready(token, ready, &mut self.shared.context(self.poll.registry()));
+                let step = self.connections[key].on_ready(
+                    token,
+                    ready,
+                    &mut self.app,
+                    &mut self.shared.context(self.poll.registry()),
+                );
                 self.apply(key, step);
             } else {
-                entry.insert(Connection::accepted(socket, which == Listener::Metrics, &mut cx));
+                let routes = match which {
+                    Listener::Metrics => Routes::MetricsOnly,
+                    Listener::Main if cx.config.no_http_pages => Routes::None,
+                    Listener::Main => Routes::All,
+                };
+                entry.insert(Connection::accepted(socket, id, routes, &mut cx));
             }
         }
     }
@@ -419,7 +470,7 @@ impl Server {
         let mut finished = Vec::new();
         let mut cx = self.shared.context(self.poll.registry());
         for (key, connection) in self.connections.iter_mut() {
-            if connection.on_tick(token::for_connection(key), &mut cx) == Step::Remove {
+            if connection.on_tick(token::for_connection(key), &mut self.app, &mut cx) == Step::Remove {
                 finished.push(key);
             }
         }
@@ -454,8 +505,12 @@ impl Server {
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
         for key in keys {
             let token = token::for_connection(key);
-            let step =
-                self.connections[key].on_shutdown(token, deadline, &mut self.shared.context(self.poll.registry()));
+            let step = self.connections[key].on_shutdown(
+                token,
+                deadline,
+                &mut self.app,
+                &mut self.shared.context(self.poll.registry()),
+            );
             self.apply(key, step);
         }
         self.housekeeping();

@@ -154,7 +154,7 @@ impl Snapshot {
                 pending_output_bytes: m.pending_output_bytes,
                 pending_output_peak_bytes: m.pending_output_peak,
             },
-            latency: Latency::from(&m.latency),
+            latency: Latency::from(&m.latency_total()),
             latency_recent: Latency::from(&m.latency_window),
             process: Process::current(),
         }
@@ -270,7 +270,7 @@ impl Snapshot {
             &one(bp.pending_output_peak_bytes),
         );
 
-        let h = &metrics.latency;
+        let h = &metrics.latency_total();
         let quantiles: Vec<(String, f64)> = [0.5, 0.9, 0.99, 0.999]
             .iter()
             .map(|q| (format!("{{quantile=\"{q}\"}}"), quantile_ns(h, *q) as f64 / 1e9))

@@ -16,7 +16,7 @@
 //!  28..32  check         mixes the four fields above
 //! ```
 //!
-//! Times are `CLOCK_MONOTONIC` nanoseconds ([`monotonic_ns`]): the same
+//! Times are `CLOCK_MONOTONIC` nanoseconds ([`crate::clock::monotonic_ns`]): the same
 //! clock in every thread and every process on the machine, so a stamp
 //! written by loadgen can be read by a server on the same host.
 //!
@@ -64,9 +64,9 @@ pub struct Stamp {
     /// Per-connection message number, from 0 with no gaps: a gap is a lost
     /// message, a repeat a duplicate.
     pub seq: u64,
-    /// When the message was due to be sent ([`monotonic_ns`]).
+    /// When the message was due to be sent ([`crate::clock::monotonic_ns`]).
     pub intended_ns: u64,
-    /// When it was handed to the kernel ([`monotonic_ns`]).
+    /// When it was handed to the kernel ([`crate::clock::monotonic_ns`]).
     pub sent_ns: u64,
     /// The sending connection's id: an echo that comes back on another
     /// connection (a server mixing up its clients) fails the check.
@@ -203,17 +203,6 @@ pub fn filler(encoding: Encoding, index: usize) -> u8 {
     }
 }
 
-/// Nanoseconds of `CLOCK_MONOTONIC`: what `Instant` reads, as a number that
-/// fits in a stamp and means the same in every process on this host.
-#[inline]
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime only writes the timespec we pass; CLOCK_MONOTONIC
-    // always exists on Linux (it is served by the vDSO, no system call).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[inline]
@@ -304,8 +293,8 @@ mod tests {
 
     #[test]
     fn monotonic_clock_moves_forward() {
-        let a = monotonic_ns();
-        let b = monotonic_ns();
+        let a = crate::clock::monotonic_ns();
+        let b = crate::clock::monotonic_ns();
         assert!(b >= a && a > 0);
     }
 }

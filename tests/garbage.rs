@@ -1,28 +1,17 @@
-//! Random and mutated input through the exact code a connection runs
-//! (`cycle::serve` over tungstenite, and the handshake's `decide_head`), split
+//! Random and mutated input through the code a connection runs: the
+//! wakeup of an open connection (`wakeup::serve`, over an in-memory stream)
+//! and the handshake's head parser and decision (`handshake::answer`), split
 //! at random points into wakeups. Whatever arrives, nothing panics, no
 //! message over the limit is delivered, and the output stays bounded.
-//! Deterministic (seeded), so a failure reproduces.
+//! Deterministic (seeded), so a failure reproduces. (The coverage-guided
+//! fuzz targets in `fuzz/` go further; this runs in every `cargo test`.)
 
-#[path = "../benches/support/mod.rs"]
-mod mem;
-
-use tungstenite::{
-    protocol::{
-        frame::{
-            coding::{Data, OpCode},
-            Frame,
-        },
-        Role,
-    },
-    WebSocket,
-};
 use wsloop::{
-    cycle,
-    handshake::{decide_head, Policy},
+    handshake::{answer, Policy},
     http::Routes,
-    metrics::Metrics,
-    ws::websocket_config,
+    modes::Echo,
+    protocol::writer::client_frame,
+    testing::{Harness, MemStream},
     Config,
 };
 
@@ -47,16 +36,15 @@ fn valid_stream(rng: &mut Rng) -> Vec<u8> {
     for _ in 0..rng.below(8) + 1 {
         let len = [0, 1, 125, 126, 300, 70_000][rng.below(6)];
         let payload: Vec<u8> = (0..len).map(|_| b'a' + rng.below(26) as u8).collect();
-        let mut frame = match rng.below(6) {
-            0 => Frame::message(payload, OpCode::Data(Data::Binary), true),
-            1 => Frame::message(payload, OpCode::Data(Data::Text), false),
-            2 => Frame::message(payload, OpCode::Data(Data::Continue), true),
+        let first = match rng.below(6) {
+            0 => 0x82,
+            1 => 0x01,
+            2 => 0x80,
             // Over 125 bytes this is a protocol error, which is a fine case too.
-            3 => Frame::ping(payload),
-            _ => Frame::message(payload, OpCode::Data(Data::Text), true),
+            3 => 0x89,
+            _ => 0x81,
         };
-        frame.header_mut().mask = Some([rng.next() as u8, 7, 9, 11]);
-        frame.format(&mut bytes).unwrap();
+        bytes.extend(client_frame(first, &payload, [rng.next() as u8, 7, 9, 11]));
     }
     bytes
 }
@@ -94,26 +82,26 @@ fn the_hot_path_survives_mutated_frame_streams() {
             input = (0..rng.below(200)).map(|_| rng.next() as u8).collect();
         }
         let total = input.len();
-        let socket = mem::MemSocket { input, eof_at_end: true, ..Default::default() };
-        let mut ws = WebSocket::from_raw_socket(socket, Role::Server, Some(websocket_config(&config)));
-        let mut metrics = Metrics::default();
-        let mut close_code = 0;
+        let stream = MemStream { input, readable_until: 0, max_read: rng.below(3000) + 1, ..MemStream::default() };
+        let mut harness = Harness::new(config.clone(), stream);
         // Deliver the input in random slices, one wakeup each.
         loop {
-            let s = ws.get_mut();
+            let s = &mut harness.stream;
             s.readable_until = (s.readable_until + rng.below(2000) + 1).min(total);
-            let wakeup = cycle::serve(&mut ws, &mut close_code, &config, &mut metrics);
-            delivered += wakeup.served;
-            if wakeup.outcome.is_some() {
+            s.eof_at_end = s.readable_until == total;
+            let served = harness.wakeup(&mut Echo);
+            delivered += served.messages;
+            if served.end.is_some() {
                 failed += 1;
                 break;
             }
-            if ws.get_ref().pos == total && ws.get_ref().readable_until == total {
+            if harness.stream.pos == total {
                 break;
             }
         }
-        assert!(metrics.bytes_in <= 8 * 100_000, "case {case}: read more than it was sent");
-        assert!(ws.get_ref().output.len() <= total + 16 * 1024, "case {case}: output out of proportion");
+        assert!(harness.metrics.bytes_in <= total as u64, "case {case}: delivered more than it was sent");
+        assert!(harness.stream.output.len() <= total + 256, "case {case}: output out of proportion");
+        assert!(harness.open.buffered() <= 2 * 100_000 + 4096, "case {case}: buffers beyond the limits");
     }
     // Both kinds of outcome happened, so the test exercised something.
     assert!(delivered > 500 && failed > 500, "delivered {delivered}, failed {failed}");
@@ -133,7 +121,7 @@ fn the_handshake_parser_survives_garbage() {
             head = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
         }
         for routes in [Routes::All, Routes::MetricsOnly] {
-            if decide_head(&head, &policy, routes).is_some() {
+            if answer(&head, &policy, routes).is_some() {
                 answered += 1;
             }
         }

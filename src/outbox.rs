@@ -1,0 +1,407 @@
+//! Output: what one wakeup has to send ([`Cork`]), what a connection still
+//! owes the kernel ([`Outbox`]), and the one `writev` that sends both
+//! ([`flush`]).
+//!
+//! A reply is not copied to be sent. The [`Cork`] lists the wakeup's output
+//! in order as *segments*: a range of the loop's receive buffer (an echoed
+//! payload, unmasked where it arrived), a range of the loop's scratch buffer
+//! (frame headers, pongs, close frames), or a shared `Bytes` (a message put
+//! together from fragments, a frame published to a room: one allocation,
+//! shared by every connection it goes to). [`flush`] hands all of them to
+//! the kernel in one `writev`, after whatever the connection still had
+//! pending. Only what the kernel does not take is kept: shared segments by
+//! reference, the rest copied once into the connection's [`Outbox`], in
+//! order.
+
+use std::{collections::VecDeque, io, io::IoSlice, ops::Range};
+
+use bytes::Bytes;
+
+use crate::{
+    protocol::{
+        writer::{self, Header},
+        Kind,
+    },
+    socket::Transport,
+};
+
+/// Slices per `writev` (Linux's `IOV_MAX`); more are sent in several calls.
+const MAX_SLICES: usize = 1024;
+
+/// Output a connection has queued and the kernel has not taken yet.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// The pending bytes, in order; never empty chunks.
+    chunks: VecDeque<Bytes>,
+    /// Bytes of `chunks[0]` already sent.
+    front_sent: usize,
+    /// Pending bytes in all.
+    len: usize,
+}
+
+impl Outbox {
+    /// Pending bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues `bytes` after everything pending.
+    pub fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.len += bytes.len();
+            self.chunks.push_back(bytes);
+        }
+    }
+
+    /// Drops everything not yet started, keeping the remainder of a chunk
+    /// the kernel has taken part of (cutting it would corrupt the stream).
+    /// Returns the bytes dropped.
+    pub fn drop_unstarted(&mut self) -> usize {
+        let keep = usize::from(self.front_sent > 0);
+        let dropped: usize = self.chunks.iter().skip(keep).map(Bytes::len).sum();
+        self.chunks.truncate(keep);
+        self.len -= dropped;
+        dropped
+    }
+
+    /// Marks the first `n` pending bytes as sent.
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.chunks.front() else { break };
+            let left = front.len() - self.front_sent;
+            if n < left {
+                self.front_sent += n;
+                self.len -= n;
+                return;
+            }
+            n -= left;
+            self.len -= left;
+            self.front_sent = 0;
+            self.chunks.pop_front();
+        }
+        if self.chunks.is_empty() && self.chunks.capacity() > 0 {
+            // Back to the idle size: a connection that once had a backlog
+            // does not keep its queue's memory.
+            self.chunks = VecDeque::new();
+        }
+    }
+}
+
+/// One piece of a wakeup's output.
+#[derive(Debug)]
+enum Segment {
+    /// A frame header, inline.
+    Header(Header),
+    /// A range of the loop's receive buffer.
+    Input(Range<usize>),
+    /// A range of [`Cork::scratch`].
+    Scratch(Range<usize>),
+    /// Bytes shared with others (or owned).
+    Shared(Bytes),
+}
+
+impl Segment {
+    /// The bytes, given the buffers the ranges are ranges of.
+    #[inline]
+    fn bytes<'a>(&'a self, input: &'a [u8], scratch: &'a [u8]) -> &'a [u8] {
+        match self {
+            Segment::Header(header) => header.as_bytes(),
+            Segment::Input(r) => &input[r.clone()],
+            Segment::Scratch(r) => &scratch[r.clone()],
+            Segment::Shared(b) => b,
+        }
+    }
+}
+
+/// The output of the connection being served, in order, until [`flush`]:
+/// the loop owns one and lends it to each connection in turn.
+#[derive(Debug, Default)]
+pub struct Cork {
+    segments: Vec<Segment>,
+    /// Small output made here: frame headers, control frames, copied payloads.
+    scratch: Vec<u8>,
+    /// Bytes in `segments`.
+    len: usize,
+    /// Room for the `writev` slices, kept between flushes (see [`recycle`]).
+    slices: Vec<IoSlice<'static>>,
+    /// The last header tungstenite formatted, and for what: replies of one
+    /// kind and length in a row (an echo benchmark, a feed of same-sized
+    /// updates) reuse it.
+    last_header: Option<(Kind, usize, Header)>,
+}
+
+impl Cork {
+    /// Bytes waiting in the cork.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues the header of a data frame of `kind` with `len` payload bytes.
+    #[inline]
+    pub fn push_header(&mut self, kind: Kind, len: usize) {
+        let header = match self.last_header {
+            Some((k, l, header)) if k == kind && l == len => header,
+            _ => {
+                let header = writer::header(writer::data_opcode(kind), len);
+                self.last_header = Some((kind, len, header));
+                header
+            }
+        };
+        self.len += header.as_bytes().len();
+        self.segments.push(Segment::Header(header));
+    }
+
+    /// Queues `range` of the receive buffer that [`flush`] will be given.
+    pub fn push_input(&mut self, range: Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
+        self.len += range.len();
+        // A range that continues the previous one extends it.
+        if let Some(Segment::Input(last)) = self.segments.last_mut() {
+            if last.end == range.start {
+                last.end = range.end;
+                return;
+            }
+        }
+        self.segments.push(Segment::Input(range));
+    }
+
+    /// Queues bytes written by `write` into the scratch buffer.
+    pub fn push_scratch(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.scratch.len();
+        write(&mut self.scratch);
+        let end = self.scratch.len();
+        if start == end {
+            return;
+        }
+        self.len += end - start;
+        if let Some(Segment::Scratch(last)) = self.segments.last_mut() {
+            if last.end == start {
+                last.end = end;
+                return;
+            }
+        }
+        self.segments.push(Segment::Scratch(start..end));
+    }
+
+    /// Queues shared bytes.
+    pub fn push_shared(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.len += bytes.len();
+            self.segments.push(Segment::Shared(bytes));
+        }
+    }
+
+    fn clear(&mut self) {
+        self.segments.clear();
+        self.scratch.clear();
+        self.len = 0;
+    }
+}
+
+/// Sends `outbox` and then `cork` (whose input ranges are ranges of
+/// `input`) with as few `writev`s as the kernel allows (one, unless there
+/// are over 1024 pieces), and moves what it did not take into `outbox`.
+/// Returns the bytes sent. The cork is empty afterwards.
+pub fn flush<T: Transport>(socket: &mut T, outbox: &mut Outbox, cork: &mut Cork, input: &[u8]) -> io::Result<usize> {
+    if outbox.is_empty() && cork.segments.len() <= FEW && !socket.write_blocked() {
+        return flush_few(socket, outbox, cork, input);
+    }
+    let total = outbox.len + cork.len;
+    let mut sent = 0;
+    let mut result = Ok(());
+    if total > 0 && !socket.write_blocked() {
+        let mut slices = recycle(std::mem::take(&mut cork.slices));
+        // Pieces already sent by an earlier call in this loop.
+        let mut skip = 0;
+        loop {
+            slices.clear();
+            let mut batch = 0;
+            let pending =
+                outbox.chunks.iter().enumerate().map(|(i, c)| if i == 0 { &c[outbox.front_sent..] } else { c });
+            let corked = cork.segments.iter().map(|s| s.bytes(input, &cork.scratch));
+            for piece in pending.chain(corked).skip(skip).take(MAX_SLICES) {
+                batch += piece.len();
+                slices.push(IoSlice::new(piece));
+            }
+            let count = slices.len();
+            match socket.send(&slices, batch) {
+                Ok(n) => sent += n,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            if sent == total || socket.write_blocked() || count < MAX_SLICES {
+                break;
+            }
+            skip += count;
+        }
+        cork.slices = recycle(slices);
+    }
+    // What was sent comes off the front: the outbox first, then the cork.
+    let from_outbox = sent.min(outbox.len);
+    outbox.consume(from_outbox);
+    keep_unsent(outbox, cork, input, sent - from_outbox);
+    cork.clear();
+    result.map(|()| sent)
+}
+
+/// Pieces [`flush_few`] handles with slices on the stack.
+const FEW: usize = 4;
+
+/// [`flush`] for the usual case, nothing pending and a few pieces (an echo:
+/// header and payload): the slices go on the stack.
+#[inline]
+fn flush_few<T: Transport>(socket: &mut T, outbox: &mut Outbox, cork: &mut Cork, input: &[u8]) -> io::Result<usize> {
+    if cork.len == 0 {
+        cork.clear();
+        return Ok(0);
+    }
+    let mut slices = [IoSlice::new(&[]); FEW];
+    let count = cork.segments.len();
+    for (slice, segment) in slices.iter_mut().zip(&cork.segments) {
+        *slice = IoSlice::new(segment.bytes(input, &cork.scratch));
+    }
+    let result = socket.send(&slices[..count], cork.len);
+    let sent = *result.as_ref().unwrap_or(&0);
+    if sent < cork.len {
+        keep_unsent(outbox, cork, input, sent);
+    }
+    cork.clear();
+    result
+}
+
+/// Moves the cork's output after its first `sent` bytes into `outbox`:
+/// shared pieces by reference, the rest copied into one buffer per run.
+fn keep_unsent(outbox: &mut Outbox, cork: &Cork, input: &[u8], mut sent: usize) {
+    let mut copy: Vec<u8> = Vec::new();
+    for segment in &cork.segments {
+        let bytes = segment.bytes(input, &cork.scratch);
+        if sent >= bytes.len() {
+            sent -= bytes.len();
+            continue;
+        }
+        let unsent = sent..bytes.len();
+        sent = 0;
+        match segment {
+            Segment::Shared(b) => {
+                if !copy.is_empty() {
+                    outbox.push(Bytes::from(std::mem::take(&mut copy)));
+                }
+                outbox.push(b.slice(unsent));
+            }
+            _ => copy.extend_from_slice(&bytes[unsent]),
+        }
+    }
+    if !copy.is_empty() {
+        outbox.push(Bytes::from(copy));
+    }
+}
+
+/// An empty vector of slices with `v`'s allocation, for any lifetime: the
+/// slices of one flush borrow that flush's buffers, but the vector's memory
+/// can serve every flush. (Collecting an emptied vector through `map` reuses
+/// its allocation: the element types have the same layout.)
+fn recycle<'a, 'b>(mut v: Vec<IoSlice<'a>>) -> Vec<IoSlice<'b>> {
+    v.clear();
+    v.into_iter().map(|_| IoSlice::new(&[])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::socket::Socket;
+    use mio::net::TcpStream;
+    use std::{io::Read, net::TcpListener};
+
+    fn pair() -> (Socket, std::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        (Socket::new(TcpStream::from_std(server)), client)
+    }
+
+    #[test]
+    fn segments_go_out_in_order_in_one_write() {
+        let (mut socket, mut client) = pair();
+        let input = b"..hello..world".to_vec();
+        let (mut outbox, mut cork) = (Outbox::default(), Cork::default());
+        outbox.push(Bytes::from_static(b"[old]"));
+        cork.push_scratch(|s| s.extend_from_slice(b"<"));
+        cork.push_input(2..7);
+        cork.push_shared(Bytes::from_static(b"|"));
+        cork.push_input(9..14);
+        cork.push_scratch(|s| s.extend_from_slice(b">"));
+        assert_eq!(flush(&mut socket, &mut outbox, &mut cork, &input).unwrap(), 18);
+        assert!(outbox.is_empty() && cork.is_empty());
+        let mut got = [0u8; 18];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"[old]<hello|world>");
+    }
+
+    #[test]
+    fn what_the_kernel_does_not_take_is_kept_in_order() {
+        let (mut socket, mut client) = pair();
+        let big = vec![b'x'; 16 << 20];
+        let (mut outbox, mut cork) = (Outbox::default(), Cork::default());
+        cork.push_input(0..big.len());
+        cork.push_scratch(|s| s.extend_from_slice(b"end"));
+        let sent = flush(&mut socket, &mut outbox, &mut cork, &big).unwrap();
+        assert!(sent < big.len(), "16 MiB cannot fit an idle socket's buffers");
+        assert_eq!(outbox.len(), big.len() + 3 - sent);
+        // The reader drains; the rest goes out on later flushes.
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).unwrap();
+            all
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !outbox.is_empty() && std::time::Instant::now() < deadline {
+            socket.on_event(false, true, false);
+            flush(&mut socket, &mut outbox, &mut cork, &[]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(outbox.is_empty());
+        drop(socket);
+        let all = reader.join().unwrap();
+        assert_eq!(all.len(), big.len() + 3);
+        assert!(all.ends_with(b"xend"));
+        // The queue gave its memory back once empty.
+        assert_eq!(outbox.chunks.capacity(), 0);
+    }
+
+    #[test]
+    fn dropping_unstarted_output_keeps_a_started_chunk() {
+        let mut outbox = Outbox::default();
+        outbox.push(Bytes::from_static(b"abcd"));
+        outbox.push(Bytes::from_static(b"efgh"));
+        outbox.consume(2);
+        assert_eq!(outbox.drop_unstarted(), 4);
+        assert_eq!(outbox.len(), 2);
+        outbox.consume(2);
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.drop_unstarted(), 0);
+    }
+
+    #[test]
+    fn recycling_keeps_the_allocation() {
+        let mut v: Vec<IoSlice<'static>> = Vec::with_capacity(64);
+        v.push(IoSlice::new(b"x"));
+        let ptr = v.as_ptr() as usize;
+        let w: Vec<IoSlice<'_>> = recycle(v);
+        assert!(w.is_empty() && w.capacity() >= 64);
+        assert_eq!(w.as_ptr() as usize, ptr, "the flush would allocate");
+    }
+}

@@ -1,0 +1,120 @@
+//! An in-memory stream for the benches, the tests and the fuzz targets: they
+//! drive [`crate::wakeup::serve`] over it, so they run exactly the code a
+//! connection runs, minus the system calls.
+
+use std::io::{self, IoSlice};
+
+use crate::socket::{Received, Transport};
+
+/// Input served from a prepared buffer one "wakeup" at a time; output
+/// appended to a buffer (or counted and thrown away).
+#[derive(Debug, Default)]
+pub struct MemStream {
+    pub input: Vec<u8>,
+    /// Next byte to serve.
+    pub pos: usize,
+    /// Reads stop here, as at a drained socket.
+    pub readable_until: usize,
+    /// Bytes at most per read (0: no limit), to cut the input into pieces.
+    pub max_read: usize,
+    /// Once all of `input` is read, report end-of-file.
+    pub eof_at_end: bool,
+    /// What was written, unless `discard_output`.
+    pub output: Vec<u8>,
+    /// Count written bytes in `written` only (for benches).
+    pub discard_output: bool,
+    /// Bytes written in all.
+    pub written: usize,
+}
+
+impl MemStream {
+    /// A stream with all of `input` readable.
+    pub fn new(input: Vec<u8>) -> Self {
+        let readable_until = input.len();
+        MemStream { input, readable_until, ..MemStream::default() }
+    }
+}
+
+impl Transport for MemStream {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Received> {
+        let available = self.readable_until.min(self.input.len()) - self.pos;
+        if available == 0 {
+            return Ok(if self.eof_at_end && self.pos == self.input.len() { Received::Eof } else { Received::Nothing });
+        }
+        let limit = if self.max_read == 0 { buf.len() } else { self.max_read.min(buf.len()) };
+        let n = available.min(limit);
+        buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(Received::Data(n))
+    }
+
+    fn send(&mut self, slices: &[IoSlice<'_>], total: usize) -> io::Result<usize> {
+        if !self.discard_output {
+            for slice in slices {
+                self.output.extend_from_slice(slice);
+            }
+        }
+        self.written += total;
+        Ok(total)
+    }
+
+    fn may_read(&self) -> bool {
+        self.pos < self.readable_until.min(self.input.len()) || self.eof_at_end
+    }
+
+    fn write_blocked(&self) -> bool {
+        false
+    }
+}
+
+/// One open connection over a [`MemStream`], with the loop-wide buffers a
+/// server lends it: call [`Harness::wakeup`] as the loop would on each
+/// readable event.
+pub struct Harness {
+    pub stream: MemStream,
+    pub open: crate::wakeup::Open,
+    pub outbox: crate::outbox::Outbox,
+    pub metrics: crate::metrics::Metrics,
+    pub config: crate::Config,
+    rx: Box<[u8]>,
+    cork: crate::outbox::Cork,
+    fine: quanta::Clock,
+}
+
+impl Harness {
+    /// An open connection under `config`'s limits, reading `stream`.
+    pub fn new(config: crate::Config, stream: MemStream) -> Self {
+        Harness {
+            stream,
+            open: crate::wakeup::Open::default(),
+            outbox: crate::outbox::Outbox::default(),
+            metrics: crate::metrics::Metrics::default(),
+            config,
+            rx: vec![0; crate::server::RECV_BUFFER_SIZE].into_boxed_slice(),
+            cork: crate::outbox::Cork::default(),
+            fine: quanta::Clock::new(),
+        }
+    }
+
+    /// One wakeup: exactly what a readable event runs on an open connection.
+    pub fn wakeup<A: crate::app::App>(&mut self, app: &mut A) -> crate::wakeup::Served {
+        let config = &self.config;
+        let limits = crate::protocol::Limits {
+            max_frame: config.effective_max_frame_size() as u64,
+            max_message: config.max_message_size as u64,
+        };
+        let mut lent = crate::wakeup::Lent {
+            rx: &mut self.rx,
+            cork: &mut self.cork,
+            limits,
+            max_backpressure: config.max_backpressure,
+            measure_latency: !config.no_latency,
+            metrics: &mut self.metrics,
+            now: 0,
+            now_fine: self.fine.raw(),
+            fine: &self.fine,
+        };
+        let id = crate::app::ConnectionId(1);
+        crate::wakeup::serve(&mut self.open, &mut self.stream, &mut self.outbox, id, app, &mut lent)
+    }
+}

@@ -1,0 +1,368 @@
+//! One wakeup of an open connection, top to bottom: read, parse, hand each
+//! message to the application, queue the replies, flush, and return what
+//! happened as a value ([`Served`]).
+//!
+//! This is the per-message hot path. For one 512-byte echo it is: one
+//! `recv` into the loop's receive buffer, the frame header parsed and the
+//! payload unmasked where it landed, the application called with a slice of
+//! it, the reply header written to the loop's scratch buffer, and one
+//! `writev` of header and payload. Nothing is allocated and nothing copied in
+//! user space. The next `recv` is not even tried: a short read means the
+//! socket is drained (see [`crate::socket`]).
+//!
+//! Backpressure: once the output the peer has not taken passes
+//! `--max-backpressure`, reading stops, and the input already received but
+//! not parsed is kept (copied, this once) until the peer drains its output.
+
+use std::io;
+
+use bytes::Bytes;
+
+use crate::{
+    app::{App, CloseRequest, ConnectionId, Ctx, Message},
+    clock::{self, Tick},
+    metrics::Metrics,
+    outbox::{self, Cork, Outbox},
+    protocol::{
+        writer::{self, put_close, put_frame},
+        Event, Limits, Payload, Reader, Violation,
+    },
+    socket::{Received, Transport},
+};
+
+/// Bytes one connection may receive per wakeup before it yields to the
+/// others (it is served again right after, without waiting for epoll), so
+/// that a flooding client cannot starve the rest of the loop.
+pub const READ_BUDGET: usize = 1 << 20;
+
+/// An open connection's protocol state.
+#[derive(Debug, Default)]
+pub struct Open {
+    reader: Reader,
+    /// Input received but not parsed when reading stopped under
+    /// backpressure: parsed first at the next wakeup.
+    stash: Option<Box<[u8]>>,
+    /// Replies served whose output the kernel has not taken yet: their
+    /// latency is recorded when it has, measured from `unrecorded_since`.
+    unrecorded: u32,
+    unrecorded_since: Tick,
+}
+
+impl Open {
+    /// An open connection whose first input, received with the request
+    /// head, is `first` (usually empty: clients wait for the 101).
+    pub fn new(first: &[u8]) -> Self {
+        Open { stash: (!first.is_empty()).then(|| first.into()), ..Open::default() }
+    }
+
+    /// The reader, for the closing handshake.
+    pub fn take_reader(&mut self) -> Reader {
+        std::mem::take(&mut self.reader)
+    }
+
+    /// Bytes of buffer the connection holds beyond its fixed size.
+    pub fn buffered(&self) -> usize {
+        self.reader.buffered_capacity() + self.stash.as_ref().map_or(0, |s| s.len())
+    }
+}
+
+/// What the loop lends the connection being served.
+pub struct Lent<'a> {
+    /// The loop's receive buffer.
+    pub rx: &'a mut [u8],
+    pub cork: &'a mut Cork,
+    pub limits: Limits,
+    /// `--max-backpressure`.
+    pub max_backpressure: usize,
+    /// Whether service latency is measured (not `--no-latency`).
+    pub measure_latency: bool,
+    pub metrics: &'a mut Metrics,
+    /// The loop clock at this wakeup, coarse and fine ([`clock::Clock`]).
+    pub now: Tick,
+    pub now_fine: u64,
+    pub fine: &'a quanta::Clock,
+}
+
+/// What one wakeup did.
+#[derive(Debug, Default)]
+pub struct Served {
+    /// Data messages handed to the application.
+    pub messages: u64,
+    /// When the first of them was complete in memory (if latency is
+    /// measured), a reading of the fine clock.
+    first_complete: Option<u64>,
+    /// A pong arrived (the peer is alive).
+    pub pong: bool,
+    /// Pending output is over the limit: reading is paused until it drains.
+    pub backpressured: bool,
+    /// The read budget ran out with input possibly left: serve again
+    /// before the next poll (no new edge will announce that input).
+    pub again: bool,
+    /// Why the connection is no longer open, if it is not.
+    pub end: Option<End>,
+}
+
+/// Why a connection stopped being open.
+#[derive(Debug)]
+pub enum End {
+    /// The peer sent a close frame with this code (1005: none); the reply is queued.
+    PeerClosed(u16),
+    /// The peer broke the protocol; our close frame is queued.
+    Violation(Violation),
+    /// The application closed it; our close frame is queued.
+    AppClosed(CloseRequest),
+    /// End-of-file without a close frame, or a reset.
+    PeerGone,
+    /// A local socket error.
+    Failed(io::Error),
+}
+
+impl End {
+    fn from_io(error: io::Error) -> End {
+        match error.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
+                End::PeerGone
+            }
+            _ => End::Failed(error),
+        }
+    }
+}
+
+/// Serves one wakeup of an open connection (see the module docs).
+pub fn serve<T: Transport, A: App>(
+    open: &mut Open,
+    socket: &mut T,
+    outbox: &mut Outbox,
+    id: ConnectionId,
+    app: &mut A,
+    lent: &mut Lent<'_>,
+) -> Served {
+    let mut served = Served::default();
+    // Output left from an earlier wakeup goes first: if this is the
+    // WRITABLE that drains it, reading can resume. (A 101 just corked goes
+    // out here too.)
+    if !outbox.is_empty() || !lent.cork.is_empty() {
+        if let Err(e) = outbox::flush(socket, outbox, lent.cork, &[]) {
+            served.end = Some(End::from_io(e));
+            return served;
+        }
+    }
+    let mut budget = READ_BUDGET;
+    while served.end.is_none() {
+        if outbox.len() > lent.max_backpressure {
+            served.backpressured = true;
+            break;
+        }
+        let n = match open.stash.take() {
+            Some(stash) => {
+                lent.rx[..stash.len()].copy_from_slice(&stash);
+                stash.len()
+            }
+            None if budget == 0 => {
+                served.again = socket.may_read();
+                break;
+            }
+            None => match socket.recv(lent.rx) {
+                Ok(Received::Data(n)) => {
+                    budget = budget.saturating_sub(n);
+                    n
+                }
+                Ok(Received::Nothing) => break,
+                Ok(Received::Eof) => {
+                    served.end = Some(End::PeerGone);
+                    break;
+                }
+                Err(e) => {
+                    served.end = Some(End::from_io(e));
+                    break;
+                }
+            },
+        };
+        let room = lent.max_backpressure - outbox.len();
+        let used = read_events(
+            &mut open.reader,
+            &mut lent.rx[..n],
+            id,
+            app,
+            lent.cork,
+            lent.metrics,
+            &lent.limits,
+            room,
+            lent.measure_latency.then_some(lent.fine),
+            &mut served,
+        );
+        if used < n && served.end.is_none() {
+            open.stash = Some(lent.rx[used..n].into());
+        }
+        if let Err(e) = outbox::flush(socket, outbox, lent.cork, &lent.rx[..n]) {
+            served.end.get_or_insert(End::from_io(e));
+        }
+        if !socket.may_read() && open.stash.is_none() {
+            // A short read: nothing more until the next edge.
+            break;
+        }
+    }
+    if lent.measure_latency {
+        record_latency(open, &served, outbox.len(), lent);
+    }
+    served
+}
+
+/// Times this wakeup's replies once the kernel has taken them all: two
+/// clock reads per wakeup, none per message. Every reply is timed from
+/// the moment the wakeup's first message was complete. Replies left
+/// waiting for the kernel are recorded when it takes them, timed from
+/// their wakeup (in millisecond ticks: they waited at least that long).
+fn record_latency(open: &mut Open, served: &Served, pending: usize, lent: &mut Lent<'_>) {
+    if pending > 0 {
+        if served.messages > 0 {
+            if open.unrecorded == 0 {
+                open.unrecorded_since = lent.now;
+            }
+            open.unrecorded = open.unrecorded.saturating_add(u32::try_from(served.messages).unwrap_or(u32::MAX));
+        }
+        return;
+    }
+    if served.first_complete.is_none() && open.unrecorded == 0 {
+        return;
+    }
+    let done = lent.fine.raw();
+    if let Some(start) = served.first_complete {
+        lent.metrics.record_latency(lent.fine.delta_as_nanos(start, done), served.messages);
+    }
+    if open.unrecorded > 0 {
+        let waited = u64::from(clock::elapsed(open.unrecorded_since, lent.now)) * 1_000_000;
+        let since_poll = lent.fine.delta_as_nanos(lent.now_fine, done);
+        lent.metrics.record_latency(waited + since_poll, u64::from(open.unrecorded));
+        open.unrecorded = 0;
+    }
+}
+
+/// Parses `input` into events and acts on each, corking the replies.
+/// Stops early (returning the bytes used) once the cork holds more than
+/// `room` bytes; after a close or a violation the rest is ignored.
+#[allow(clippy::too_many_arguments)]
+fn read_events<A: App>(
+    reader: &mut Reader,
+    input: &mut [u8],
+    id: ConnectionId,
+    app: &mut A,
+    cork: &mut Cork,
+    metrics: &mut Metrics,
+    limits: &Limits,
+    room: usize,
+    fine: Option<&quanta::Clock>,
+    served: &mut Served,
+) -> usize {
+    let base = input.as_ptr() as usize;
+    let region = base..base + input.len();
+    let mut pos = 0;
+    while pos < input.len() {
+        if cork.len() > room {
+            return pos;
+        }
+        let (used, event) = match reader.next(&mut input[pos..], limits) {
+            Ok(next) => next,
+            Err(violation) => {
+                cork.push_scratch(|s| put_close(s, violation.code.into(), violation.reason));
+                metrics.frames_out.close += 1;
+                served.end = Some(End::Violation(violation));
+                return input.len();
+            }
+        };
+        pos += used;
+        let Some(event) = event else { continue };
+        match event {
+            Event::Message(kind, payload) => {
+                metrics.count_received(kind, payload.as_slice().len());
+                served.messages += 1;
+                if let (Some(fine), None) = (fine, served.first_complete) {
+                    served.first_complete = Some(fine.raw());
+                }
+                let mut close = None;
+                match payload {
+                    Payload::InPlace(data) => {
+                        let mut cx =
+                            Ctx { id, cork, input: region.clone(), assembled: None, metrics, close: &mut close };
+                        app.on_message(&mut cx, Message::new(kind, data));
+                    }
+                    Payload::Assembled(data) => {
+                        // Owned by `Bytes` now, so that a reply can share it.
+                        let data = Bytes::from(data);
+                        let mut cx =
+                            Ctx { id, cork, input: region.clone(), assembled: Some(&data), metrics, close: &mut close };
+                        app.on_message(&mut cx, Message::new(kind, &data));
+                    }
+                }
+                if let Some(request) = close {
+                    cork.push_scratch(|s| put_close(s, request.code, &request.reason));
+                    metrics.frames_out.close += 1;
+                    served.end = Some(End::AppClosed(request));
+                    return input.len();
+                }
+            }
+            Event::Ping(payload) => {
+                metrics.frames_in.ping += 1;
+                metrics.frames_out.pong += 1;
+                cork.push_scratch(|s| put_frame(s, writer::PONG, payload));
+            }
+            Event::Pong(_) => {
+                metrics.frames_in.pong += 1;
+                served.pong = true;
+            }
+            Event::Close(frame) => {
+                metrics.frames_in.close += 1;
+                metrics.frames_out.close += 1;
+                // Echo the status code (RFC 6455 §5.5.1); an empty close gets an empty one.
+                match frame {
+                    Some(frame) => cork.push_scratch(|s| put_close(s, frame.code, "")),
+                    None => cork.push_scratch(|s| put_frame(s, writer::CLOSE, &[])),
+                }
+                served.end = Some(End::PeerClosed(frame.map_or(1005, |f| f.code)));
+                return input.len();
+            }
+        }
+    }
+    pos
+}
+
+/// Where a connection that sent its close frame stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaiting {
+    /// The peer's close came (or it broke the protocol, or went away).
+    Done,
+    /// Nothing more to read now.
+    Waiting,
+    /// The read budget ran out: serve again before the next poll.
+    Again,
+}
+
+/// Reads and parses input after we sent a close frame, ignoring everything
+/// but the peer's close.
+pub fn await_close<T: Transport>(reader: &mut Reader, socket: &mut T, lent: &mut Lent<'_>) -> Awaiting {
+    let mut budget = READ_BUDGET;
+    loop {
+        if budget == 0 {
+            return if socket.may_read() { Awaiting::Again } else { Awaiting::Waiting };
+        }
+        let n = match socket.recv(lent.rx) {
+            Ok(Received::Data(n)) => n,
+            Ok(Received::Nothing) => return Awaiting::Waiting,
+            Ok(Received::Eof) | Err(_) => return Awaiting::Done,
+        };
+        budget = budget.saturating_sub(n);
+        let mut pos = 0;
+        while pos < n {
+            match reader.next(&mut lent.rx[pos..n], &lent.limits) {
+                Ok((used, event)) => {
+                    pos += used;
+                    if let Some(Event::Close(_)) = event {
+                        lent.metrics.frames_in.close += 1;
+                        return Awaiting::Done;
+                    }
+                }
+                Err(_) => return Awaiting::Done,
+            }
+        }
+    }
+}

@@ -1,6 +1,16 @@
 //! `wsloop`: parse the command line, bind, run the loop, report.
 
-use std::process::ExitCode;
+// Nothing here may print with `print!`/`eprintln!`: they panic when the
+// stream is closed (`wsloop 2>&1 | head -2`), and a server must not die
+// because nobody reads its log. Everything goes through `tracing` and
+// [`LossyStderr`], or through `report`, which ignore such failures.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+use std::{
+    io::{self, Write},
+    process::ExitCode,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use clap::Parser;
 use tracing::{error, info, warn};
@@ -21,7 +31,7 @@ fn main() -> ExitCode {
     init_logging();
     if let Err(message) = cli.config.validate() {
         // Same shape and exit status (2) as clap's own errors.
-        eprintln!("error: {message}");
+        report(&format!("error: {message}"));
         return ExitCode::from(2);
     }
     match listener::raise_fd_limit() {
@@ -67,6 +77,11 @@ fn main() -> ExitCode {
         dropped_at_exit = summary.dropped,
         "shutdown complete"
     );
+    let lost = LOST_LOG_WRITES.load(Ordering::Relaxed);
+    if lost > 0 {
+        // Reaches a reader only if the log came back (a full disk that was cleared).
+        warn!(lost, "log writes failed and were dropped");
+    }
     match summary.ended_by {
         Ending::Graceful => ExitCode::SUCCESS,
         // The conventional status of a process ended by a signal.
@@ -80,8 +95,42 @@ fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        // On a failed write tracing-subscriber would say so with `eprintln!`,
+        // which panics when the failure is stderr's own: that killed the server.
+        .log_internal_errors(false)
         .init();
+}
+
+/// Log writes that failed (EPIPE once nobody reads the pipe, ENOSPC, ...).
+static LOST_LOG_WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// stderr for the log, where a failed write is counted and dropped: the
+/// line is lost, the server goes on.
+struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match io::stderr().write(buf) {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e), // write_all retries it
+            Err(_) => {
+                LOST_LOG_WRITES.fetch_add(1, Ordering::Relaxed);
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// One line on stderr, outside the log (before logging is set up, or
+/// instead of it); a failure to write it is ignored.
+fn report(line: &str) {
+    let _ = writeln!(LossyStderr, "{line}");
 }

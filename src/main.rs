@@ -16,6 +16,11 @@ use clap::Parser;
 use tracing::{error, info, warn};
 use wsloop::{listener, Config, Ending, Server};
 
+/// Descriptors the server needs besides one per connection: stdio, epoll,
+/// the listeners, the signal pipe and the waker (about ten), and room for
+/// the HTTP 503 refusals that are still being answered at the connection cap.
+const FD_HEADROOM: usize = 64;
+
 /// A WebSocket echo server that holds tens of thousands of connections on one
 /// mio event loop. Every flag can also be set with the environment variable
 /// shown under it.
@@ -34,11 +39,15 @@ fn main() -> ExitCode {
         report(&format!("error: {message}"));
         return ExitCode::from(2);
     }
+    let needed = cli.config.max_connections.saturating_add(FD_HEADROOM);
     match listener::raise_fd_limit() {
-        Ok(limit) if (limit as usize) < cli.config.max_connections + 64 => warn!(
+        Ok(limit) if limit < needed as u64 => warn!(
             limit,
+            needed,
             max_connections = cli.config.max_connections,
-            "open-file limit is below --max-connections; raise it (ulimit -n / LimitNOFILE)"
+            headroom = FD_HEADROOM,
+            "the open-file limit is below what --max-connections needs (one descriptor per connection \
+             plus headroom); raise it (ulimit -n / LimitNOFILE)"
         ),
         Ok(_) => {}
         Err(e) => warn!(error = %e, "cannot read or raise the open-file limit"),

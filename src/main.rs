@@ -53,11 +53,11 @@ fn main() -> ExitCode {
         Err(e) => warn!(error = %e, "cannot read or raise the open-file limit"),
     }
 
-    let listen = cli.config.listen;
     let mut server = match Server::bind(cli.config.clone()) {
         Ok(server) => server,
         Err(e) => {
-            error!("cannot listen on {listen}: {e}");
+            // The error names the address that failed (main or --metrics-listen).
+            error!("{e}");
             return ExitCode::from(1);
         }
     };

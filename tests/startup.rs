@@ -1,5 +1,6 @@
-//! What wsloop says when it starts: the open-file limit against the
-//! descriptors `--max-connections` needs.
+//! What wsloop says when it starts, or refuses to: the open-file limit
+//! against the descriptors `--max-connections` needs, and a
+//! `--metrics-listen` address that is taken.
 
 mod support;
 
@@ -101,4 +102,18 @@ fn the_fd_warning_compares_the_limit_with_connections_plus_headroom() {
     let startup = start(&["--max-connections", &(LIMIT - HEADROOM).to_string()], Some(LIMIT));
     assert!(startup.lines.iter().any(|l| l.contains("listening on")), "{:?}", startup.lines);
     assert_eq!(warning(&startup.lines), None);
+}
+
+#[test]
+fn a_taken_metrics_port_is_one_line_naming_that_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let startup = start(&["--metrics-listen", &addr], None);
+    assert_eq!(startup.code, Some(1), "{:?}", startup.lines);
+    let lines: Vec<&String> = startup.lines.iter().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(&format!("cannot listen on {addr}")), "{}", lines[0]);
+    assert!(lines[0].contains("--metrics-listen") && lines[0].contains("in use"), "{}", lines[0]);
+    // The main address (which was free) is not blamed.
+    assert!(!lines[0].contains("127.0.0.1:0"), "{}", lines[0]);
 }

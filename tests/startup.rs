@@ -1,6 +1,6 @@
 //! What wsloop says when it starts, or refuses to: the open-file limit
-//! against the descriptors `--max-connections` needs, and a
-//! `--metrics-listen` address that is taken.
+//! against the descriptors `--max-connections` needs, a `--metrics-listen`
+//! address that is taken, and a `--stats-interval` below its floor.
 
 mod support;
 
@@ -116,4 +116,17 @@ fn a_taken_metrics_port_is_one_line_naming_that_address() {
     assert!(lines[0].contains("--metrics-listen") && lines[0].contains("in use"), "{}", lines[0]);
     // The main address (which was free) is not blamed.
     assert!(!lines[0].contains("127.0.0.1:0"), "{}", lines[0]);
+}
+
+#[test]
+fn a_stats_interval_below_the_floor_is_refused_with_exit_2() {
+    let startup = start(&["--stats-interval", "1ms"], None);
+    assert_eq!(startup.code, Some(2), "{:?}", startup.lines);
+    let text = startup.lines.join("\n");
+    assert!(text.contains("--stats-interval 1ms") && text.contains("1s minimum"), "{text}");
+    // 0 still means off, and the floor itself is accepted.
+    for ok in ["0", "1s"] {
+        let startup = start(&["--stats-interval", ok], None);
+        assert!(startup.lines.iter().any(|l| l.contains("listening on")), "{ok}: {:?}", startup.lines);
+    }
 }

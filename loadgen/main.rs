@@ -15,8 +15,13 @@
 //! - `progress`: the once-a-second live line and timeline.
 //! - `report`, `hgrm`: the summary, the JSON document and the `.hgrm` file.
 //! - `sys`: getrusage, timerfd, source-address binding.
+//! - `output`: stdout and stderr, where a closed pipe never ends the run.
 //!
 //! The payload layout it shares with servers is `wsloop::wire`.
+
+// `print!` and `eprintln!` panic on a closed pipe; everything goes through
+// `output`, which ignores such failures.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod cli;
 mod client;
@@ -25,6 +30,7 @@ mod frames;
 mod handshake;
 mod hgrm;
 mod inbound;
+mod output;
 mod plan;
 mod progress;
 mod report;
@@ -33,7 +39,7 @@ mod sys;
 
 use std::{
     fs::File,
-    io::{BufWriter, IsTerminal, Write},
+    io::{BufWriter, Write},
     process::ExitCode,
     sync::{atomic::AtomicBool, mpsc, Arc},
     thread,
@@ -62,18 +68,18 @@ const TICK: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match cli.into_settings(std::io::stderr().is_terminal()) {
+    let settings = match cli.into_settings(output::stderr_is_terminal()) {
         Ok(settings) => settings,
         Err(message) => {
             // Same shape and exit status (2) as clap's own errors.
-            eprintln!("error: {message}");
+            output::stderr_line(&format!("error: {message}"));
             return ExitCode::from(2);
         }
     };
     match run(settings) {
         Ok(code) => ExitCode::from(code),
         Err(message) => {
-            eprintln!("loadgen: {message}");
+            output::stderr_line(&format!("loadgen: {message}"));
             ExitCode::from(1)
         }
     }
@@ -123,8 +129,7 @@ fn run(settings: Settings) -> Result<u8, String> {
         timeline: std::mem::take(&mut progress.ticks),
         outcome: outcome.clone(),
     });
-    print!("{}", report.summary(&settings));
-    let _ = std::io::stdout().flush();
+    output::stdout(&report.summary(&settings));
     if let Some(path) = &settings.json {
         write_file(path, |out| serde_json::to_writer_pretty(&mut *out, &report).map_err(std::io::Error::from))?;
     }
@@ -132,7 +137,7 @@ fn run(settings: Settings) -> Result<u8, String> {
         write_file(path, |out| hgrm::write(&stats.latency, out))?;
     }
     if let Some(reason) = &outcome.reason {
-        eprintln!("loadgen: {reason}");
+        output::stderr_line(&format!("loadgen: {reason}"));
     }
     Ok(outcome.exit_code)
 }
@@ -209,7 +214,7 @@ fn check_limits(settings: &Settings) -> Result<(), String> {
             ))
         }
         Ok(_) => {}
-        Err(e) => eprintln!("loadgen: warning: cannot read the open-file limit: {e}"),
+        Err(e) => output::stderr_line(&format!("loadgen: warning: cannot read the open-file limit: {e}")),
     }
     if let Some(ports) = ephemeral_ports() {
         let sources = settings.source_ips.len().max(1) as u64;

@@ -5,12 +5,10 @@
 //! resolution, never accuracy: rates are differences between two snapshots
 //! of the same loop divided by the time between them.
 
-use std::io::Write;
-
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::plan::Phase;
+use crate::{output, plan::Phase};
 
 /// One loop's state at one moment (cumulative since the loop started).
 #[derive(Debug, Clone)]
@@ -163,7 +161,7 @@ impl Progress {
             tick.p99_us = Some(h.value_at_quantile(0.99) as f64 / 1e3);
         }
         if self.show {
-            let _ = writeln!(std::io::stderr(), "{}", line(&tick));
+            output::stderr_line(&line(&tick));
         }
         self.ticks.push(tick);
     }

@@ -1,6 +1,8 @@
 //! Nobody reading the output must not kill anyone: wsloop keeps serving,
 //! and still shuts down cleanly, after the reader of its stderr is gone
-//! (`wsloop 2>&1 | head -2`).
+//! (`wsloop 2>&1 | head -2`); loadgen finishes its run, writes its report
+//! and exits with its usual status after the readers of its stdout and
+//! stderr are gone.
 
 mod support;
 
@@ -12,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::*;
+use support::{loadgen::temp_path, *};
 use tungstenite::Message;
 
 /// Reads lines from `pipe` on a thread until one satisfies `wanted`, closes
@@ -82,4 +84,45 @@ fn wsloop_keeps_serving_and_closes_cleanly_after_its_log_reader_is_gone() {
     assert_eq!(expect_close(&mut ws), 1001);
     let _ = ws.read(); // tungstenite sends our close reply
     assert_eq!(server.wait_exit(WAIT), Some(0));
+}
+
+#[test]
+fn loadgen_finishes_and_reports_after_its_output_readers_are_gone() {
+    let server = TestServer::default();
+    let json = temp_path("closed-pipes.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .arg("--url")
+        .arg(format!("ws://{}/", server.addr))
+        .args(["-c", "4", "--duration", "1500ms", "--warmup", "0", "--progress"])
+        .arg("--json")
+        .arg(&json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loadgen");
+    // Close stdout at once: the summary meets a closed pipe.
+    drop(child.stdout.take());
+    // Read the first progress line, then close stderr: later progress lines
+    // and the final messages meet a closed pipe.
+    let stderr = child.stderr.take().expect("piped stderr");
+    read_then_close(stderr, |l| l.contains("conns")).recv_timeout(WAIT).expect("no progress line");
+
+    let deadline = Instant::now() + support::loadgen::RUN_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for loadgen") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("loadgen did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let report = std::fs::read(&json).ok().and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(status.code(), Some(0), "loadgen exited with {status}");
+    let report = report.expect("loadgen wrote its JSON report");
+    assert_eq!(report["result"]["ok"], true, "{report:#}");
+    assert!(report["messages"]["received"].as_u64().unwrap_or(0) > 0, "{report:#}");
 }

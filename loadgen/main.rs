@@ -46,7 +46,6 @@ use std::{
     time::Duration,
 };
 
-use clap::Parser;
 use wsloop::{listener, wire::monotonic_ns};
 
 use crate::{
@@ -67,7 +66,7 @@ const SPARE_FDS: u64 = 64;
 const TICK: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let settings = match cli.into_settings(output::stderr_is_terminal()) {
         Ok(settings) => settings,
         Err(message) => {

@@ -60,6 +60,11 @@ pub const DEFAULT_PING_INTERVAL: &str = "16s";
 /// Most messages in flight per connection (`--pipeline`).
 const MAX_PIPELINE: u32 = 1 << 16;
 
+/// Exit status of a run ended early by SIGINT or SIGTERM (its report covers
+/// what ran; `result.ok` is false). 0, 1 and 2 are taken: success, failure,
+/// bad flags.
+pub const EXIT_INTERRUPTED: u8 = 3;
+
 /// What the connections do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -94,8 +99,11 @@ impl Mode {
 /// modes, checks every echo byte for byte, and reports throughput, latency
 /// percentiles (from each message's intended send time) and errors by kind,
 /// e.g. `loadgen ws://127.0.0.1:9001/ -c 500 -d 10s`.
-/// Exits 0 on success, 1 if the target cannot be reached or errors exceed
-/// --max-errors, 2 on bad flags.
+///
+/// Exit status: 0 success; 1 if the target cannot be reached, errors exceed
+/// --max-errors or the machine's limits do not allow the run; 2 on bad
+/// flags; 3 if interrupted (SIGINT/SIGTERM) before the end, with the report
+/// of what ran (a second signal exits at once with 130).
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version)]
 pub struct Cli {

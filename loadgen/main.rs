@@ -41,7 +41,10 @@ use std::{
     fs::File,
     io::{BufWriter, Write},
     process::ExitCode,
-    sync::{atomic::AtomicBool, mpsc, Arc},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc, Arc,
+    },
     thread,
     time::Duration,
 };
@@ -49,11 +52,11 @@ use std::{
 use wsloop::{listener, wire::monotonic_ns};
 
 use crate::{
-    cli::{Cli, Mode, Settings},
+    cli::{Cli, Mode, Settings, EXIT_INTERRUPTED},
     driver::{Common, Gate, LoopResult, Share},
     handshake::RequestTemplate,
     progress::Progress,
-    report::{Inputs, Outcome, Report},
+    report::{Inputs, Outcome, Report, Status},
     stats::{Failure, Stats},
     sys::CpuTime,
 };
@@ -89,9 +92,12 @@ fn run(settings: Settings) -> Result<u8, String> {
     check_limits(&settings)?;
     let request = RequestTemplate::new(&settings.uri, &settings.headers, &settings.subprotocols)?;
     let stop = Arc::new(AtomicBool::new(false));
+    // Which signal stopped the run (0: none), for the report.
+    let stopped_by = Arc::new(AtomicUsize::new(0));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // First Ctrl-C: end the measurement now and report; second: exit at once.
         signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+            .and_then(|_| signal_hook::flag::register_usize(signal, stopped_by.clone(), signal as usize))
             .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     }
@@ -118,7 +124,11 @@ fn run(settings: Settings) -> Result<u8, String> {
         window_cpu.add(&result.cpu);
     }
 
-    let outcome = judge(&settings, &stats);
+    let interrupted = match stopped_by.load(Ordering::Relaxed) {
+        0 => None,
+        signal => Some(signal_name(signal as i32)),
+    };
+    let outcome = judge(&settings, &stats, interrupted, window_ns);
     let report = Report::new(Inputs {
         settings: &settings,
         stats: &stats,
@@ -236,28 +246,64 @@ fn ephemeral_ports() -> Option<u64> {
     Some(high.checked_sub(low)? + 1)
 }
 
-/// Success, or the one-line reason for failure.
-fn judge(settings: &Settings, stats: &Stats) -> Outcome {
+/// Success, failure with its one-line reason, or an interrupted run.
+///
+/// Errors beyond `--max-errors` fail a run even if it was interrupted (they
+/// happened); otherwise an interrupted run is neither a success nor a
+/// failure, and says how much of it ran.
+fn judge(settings: &Settings, stats: &Stats, interrupted: Option<&'static str>, window_ns: u64) -> Outcome {
     let describe = |pairs: Vec<(&str, u64)>| {
         pairs.into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
     };
+    let failed = |reason: String| Outcome {
+        ok: false,
+        status: Status::Failed,
+        exit_code: 1,
+        reason: Some(reason),
+        interrupted_by: interrupted,
+    };
     let failures: Vec<(&str, u64)> = Failure::ALL.iter().map(|f| (f.as_str(), stats.failures[*f as usize])).collect();
-    if stats.opened == 0 {
+    let total = stats.errors_total();
+    if total > settings.max_errors && (stats.opened > 0 || interrupted.is_some()) {
+        let mut kinds: Vec<(&str, u64)> = failures;
+        kinds.extend(stats::Fault::ALL.iter().map(|f| (f.as_str(), stats.faults[*f as usize])));
+        let mut reason = format!("{total} errors ({}) exceed --max-errors {}", describe(kinds), settings.max_errors);
+        if let Some(signal) = interrupted {
+            reason.push_str(&format!(" (interrupted by {signal})"));
+        }
+        return failed(reason);
+    }
+    if let Some(signal) = interrupted {
         let reason = format!(
+            "interrupted by {signal}: measured {:.2} s of the {:.2} s asked for",
+            window_ns as f64 / 1e9,
+            settings.duration.as_secs_f64()
+        );
+        return Outcome {
+            ok: false,
+            status: Status::Interrupted,
+            exit_code: EXIT_INTERRUPTED,
+            reason: Some(reason),
+            interrupted_by: Some(signal),
+        };
+    }
+    if stats.opened == 0 {
+        return failed(format!(
             "target {} unreachable: no connection succeeded ({})",
             settings.url,
             if stats.failures_total() == 0 { "no attempt finished".to_string() } else { describe(failures) }
-        );
-        return Outcome { ok: false, exit_code: 1, reason: Some(reason) };
+        ));
     }
-    let total = stats.errors_total();
-    if total > settings.max_errors {
-        let mut kinds: Vec<(&str, u64)> = failures;
-        kinds.extend(stats::Fault::ALL.iter().map(|f| (f.as_str(), stats.faults[*f as usize])));
-        let reason = format!("{total} errors ({}) exceed --max-errors {}", describe(kinds), settings.max_errors);
-        return Outcome { ok: false, exit_code: 1, reason: Some(reason) };
+    Outcome { ok: true, status: Status::Ok, exit_code: 0, reason: None, interrupted_by: None }
+}
+
+/// The name of a signal loadgen handles.
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        signal_hook::consts::SIGINT => "SIGINT",
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        _ => "a signal",
     }
-    Outcome { ok: true, exit_code: 0, reason: None }
 }
 
 fn write_file(

@@ -91,12 +91,28 @@ pub struct SettingsOut {
 
 #[derive(Debug, Serialize, Clone)]
 pub struct Outcome {
-    /// Whether the run succeeded.
+    /// Whether the run succeeded (false when it failed or was interrupted).
     pub ok: bool,
+    /// `ok`, `failed` or `interrupted`.
+    pub status: Status,
     /// The process's exit status.
     pub exit_code: u8,
-    /// Why the run failed (one line), if it did.
+    /// Why the run failed or how far an interrupted run got (one line); null on success.
     pub reason: Option<String>,
+    /// The signal that ended the run early (`SIGINT`, `SIGTERM`), if one did.
+    pub interrupted_by: Option<&'static str>,
+}
+
+/// How a run ended.
+#[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// It ran to the end within `--max-errors`.
+    Ok,
+    /// Unreachable target or too many errors.
+    Failed,
+    /// Stopped early by SIGINT or SIGTERM; the figures cover what ran.
+    Interrupted,
 }
 
 #[derive(Debug, Serialize)]
@@ -423,9 +439,11 @@ impl Report {
             cpu.window_system_s,
             cpu.cores_busy * 100.0
         );
-        let _ = match &self.result.reason {
-            None => writeln!(out, "result: ok"),
-            Some(reason) => writeln!(out, "result: FAILED: {reason}"),
+        let _ = match (self.result.status, &self.result.reason) {
+            (Status::Ok, _) => writeln!(out, "result: ok"),
+            // The reason starts "interrupted by SIGINT: ...".
+            (Status::Interrupted, Some(reason)) => writeln!(out, "result: {reason}"),
+            (_, reason) => writeln!(out, "result: FAILED: {}", reason.as_deref().unwrap_or("unknown")),
         };
         out
     }

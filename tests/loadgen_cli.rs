@@ -1,13 +1,22 @@
-//! loadgen as a user meets it: the URL as an argument.
+//! loadgen as a user meets it: the URL as an argument, an interrupted run
+//! reported as such.
 
 mod support;
 
-use std::process::Command;
+use std::{
+    io::Read,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
 
 use support::{
-    loadgen::{closed_port, loadgen},
-    TestServer,
+    loadgen::{closed_port, loadgen, temp_path, RUN_LIMIT},
+    TestServer, WAIT,
 };
+
+/// Exit status of an interrupted run (loadgen's `EXIT_INTERRUPTED`).
+const EXIT_INTERRUPTED: i32 = 3;
 
 fn url(server: &TestServer) -> String {
     format!("ws://{}/", server.addr)
@@ -31,4 +40,65 @@ fn the_url_argument_wins_over_loadgen_url_and_clashes_with_the_flag() {
     let run = loadgen(&[&target, "--url", &target, "-d", "300ms"]);
     assert_eq!(run.code, Some(2), "{run:#?}");
     assert!(run.stderr.contains("twice"), "{}", run.stderr);
+}
+
+#[test]
+fn an_interrupted_run_says_so_and_exits_3() {
+    let server = TestServer::default();
+    let json = temp_path("interrupted.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([url(&server).as_str(), "-c", "4", "-d", "60s", "--warmup", "0", "--progress"])
+        .arg("--json")
+        .arg(&json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loadgen");
+    // Wait until it measures, then Ctrl-C.
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(stderr);
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 0) {
+            if tx.send(std::mem::take(&mut line)).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("no measure tick");
+        if line.contains("measure") {
+            break;
+        }
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let mut stdout = String::new();
+    child.stdout.take().expect("piped stdout").read_to_string(&mut stdout).expect("read stdout");
+    let deadline = Instant::now() + RUN_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "loadgen did not end after SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON report")).expect("valid JSON");
+    let _ = std::fs::remove_file(&json);
+
+    assert_eq!(status.code(), Some(EXIT_INTERRUPTED), "{stdout}");
+    let result = stdout.lines().find(|l| l.starts_with("result:")).unwrap_or_default();
+    assert!(result.starts_with("result: interrupted by SIGINT"), "{stdout}");
+    assert_eq!(report["result"]["ok"], false);
+    assert_eq!(report["result"]["status"], "interrupted");
+    assert_eq!(report["result"]["interrupted_by"], "SIGINT");
+    assert_eq!(report["result"]["exit_code"], EXIT_INTERRUPTED);
+    // What ran is still reported, shorter than asked for.
+    assert!(report["messages"]["received"].as_u64().unwrap_or(0) > 0, "{report:#}");
+    assert!(report["window_s"].as_f64().unwrap_or(99.0) < 60.0, "{report:#}");
+    assert_eq!(report["errors"]["total"], 0, "{report:#}");
 }

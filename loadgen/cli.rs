@@ -65,6 +65,18 @@ const MAX_PIPELINE: u32 = 1 << 16;
 /// bad flags.
 pub const EXIT_INTERRUPTED: u8 = 3;
 
+/// How the live progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressOutput {
+    /// Not at all (`--quiet`, or stderr is not a terminal and `--progress` was not given).
+    Off,
+    /// One line per second, each on a line of its own: stderr is a file or
+    /// a pipe, read later as a log.
+    Lines,
+    /// One line redrawn in place every second: stderr is a terminal.
+    Redraw,
+}
+
 /// What the connections do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -261,8 +273,8 @@ pub struct Settings {
     pub max_errors: u64,
     pub json: Option<PathBuf>,
     pub hgrm: Option<PathBuf>,
-    /// Whether to print the live line (decided from --quiet, --progress and the terminal).
-    pub progress: bool,
+    /// How to show the live line (decided from --quiet, --progress and whether stderr is a terminal).
+    pub progress: ProgressOutput,
 }
 
 impl Cli {
@@ -349,6 +361,12 @@ impl Cli {
         if self.mode == Mode::Idle && self.ping_interval < Duration::from_millis(10) {
             return Err("--ping-interval must be at least 10ms".into());
         }
+        let progress = match (self.quiet, self.progress, stderr_is_terminal) {
+            (true, _, _) => ProgressOutput::Off,
+            (false, _, true) => ProgressOutput::Redraw,
+            (false, true, false) => ProgressOutput::Lines,
+            (false, false, false) => ProgressOutput::Off,
+        };
         Ok(Settings {
             mode: self.mode,
             url,
@@ -374,7 +392,7 @@ impl Cli {
             max_errors: self.max_errors,
             json: self.json,
             hgrm: self.hgrm,
-            progress: !self.quiet && (self.progress || stderr_is_terminal),
+            progress,
         })
     }
 }
@@ -453,7 +471,7 @@ mod tests {
         assert_eq!(s.size, 512);
         assert_eq!(s.connections, 100);
         assert_eq!(s.target, "127.0.0.1:9001".parse().unwrap());
-        assert!(!s.progress);
+        assert_eq!(s.progress, ProgressOutput::Off);
     }
 
     /// The URL as the first argument, as wrk, oha and websocat take it; or
@@ -475,6 +493,21 @@ mod tests {
         cli.url = Some("ws://127.0.0.1:9108/".into());
         assert_eq!(cli.into_settings(false).unwrap().target.port(), 9107);
         assert!(Cli::try_parse_args(["loadgen", "--url", "ws://127.0.0.1:9109/"]).unwrap().url_on_command_line);
+    }
+
+    /// Where the live line goes: redrawn on a terminal, a line per tick in a log.
+    #[test]
+    fn progress_output_follows_the_terminal() {
+        let with = |args: &[&str], terminal: bool| {
+            let mut argv = vec!["loadgen"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_args(argv).unwrap().into_settings(terminal).unwrap().progress
+        };
+        assert_eq!(with(&[], true), ProgressOutput::Redraw);
+        assert_eq!(with(&["--progress"], true), ProgressOutput::Redraw);
+        assert_eq!(with(&["--progress"], false), ProgressOutput::Lines);
+        assert_eq!(with(&[], false), ProgressOutput::Off);
+        assert_eq!(with(&["--quiet"], true), ProgressOutput::Off);
     }
 
     #[test]

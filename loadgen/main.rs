@@ -14,7 +14,7 @@
 //! - `stats`: histograms, counters and error kinds, merged across loops.
 //! - `progress`: the once-a-second live line and timeline.
 //! - `report`, `hgrm`: the summary, the JSON document and the `.hgrm` file.
-//! - `sys`: getrusage, timerfd, source-address binding.
+//! - `sys`: getrusage, timerfd, source-address binding, terminal width.
 //! - `output`: stdout and stderr, where a closed pipe never ends the run.
 //!
 //! The payload layout it shares with servers is `wsloop::wire`.
@@ -114,6 +114,8 @@ fn run(settings: Settings) -> Result<u8, String> {
     } else {
         run_threads(&settings, &common, &mut progress)?
     };
+
+    progress.finish();
 
     let mut stats = Stats::default();
     let mut window_ns = 0;

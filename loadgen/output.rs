@@ -15,13 +15,18 @@ pub fn stdout(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
+/// Writes `text` to stderr as is (no newline added); a failure is ignored.
+pub fn stderr(text: &str) {
+    let _ = io::stderr().lock().write_all(text.as_bytes());
+}
+
 /// Writes one line to stderr; a failure is ignored.
 pub fn stderr_line(line: &str) {
     let mut err = io::stderr().lock();
     let _ = err.write_all(line.as_bytes()).and_then(|()| err.write_all(b"\n"));
 }
 
-/// Whether stderr is a terminal (the live line is then shown by default).
+/// Whether stderr is a terminal (the live line is then redrawn in place).
 pub fn stderr_is_terminal() -> bool {
     io::stderr().is_terminal()
 }

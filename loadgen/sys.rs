@@ -1,6 +1,7 @@
 //! The few Linux calls the standard library and socket2 do not wrap:
-//! CPU time (`getrusage`), a nanosecond timer for mio (`timerfd`), and
-//! `IP_BIND_ADDRESS_NO_PORT` for connecting from several source addresses.
+//! CPU time (`getrusage`), a nanosecond timer for mio (`timerfd`),
+//! `IP_BIND_ADDRESS_NO_PORT` for connecting from several source addresses,
+//! and the terminal's width for the live line (`TIOCGWINSZ`).
 
 use std::{
     io,
@@ -120,6 +121,15 @@ impl Source for Timer {
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         SourceFd(&self.fd.as_raw_fd()).deregister(registry)
     }
+}
+
+/// The width of the terminal on stderr, in columns, if it is one.
+pub fn stderr_columns() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ only writes the winsize struct we pass; all-zero is valid.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: as above, on our own stderr descriptor.
+    let rc = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
 }
 
 /// Starts a non-blocking TCP connect to `target`, from `source` if given.

@@ -1,10 +1,12 @@
 //! loadgen as a user meets it: the URL as an argument, an interrupted run
-//! reported as such.
+//! reported as such, the live line redrawn in place on a terminal and one
+//! line per tick in a log.
 
 mod support;
 
 use std::{
     io::Read,
+    os::fd::{FromRawFd, OwnedFd},
     process::{Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -101,4 +103,71 @@ fn an_interrupted_run_says_so_and_exits_3() {
     assert!(report["messages"]["received"].as_u64().unwrap_or(0) > 0, "{report:#}");
     assert!(report["window_s"].as_f64().unwrap_or(99.0) < 60.0, "{report:#}");
     assert_eq!(report["errors"]["total"], 0, "{report:#}");
+}
+
+#[test]
+fn in_a_log_the_progress_is_one_line_per_tick() {
+    let server = TestServer::default();
+    let target = url(&server);
+    let run = loadgen(&[&target, "-c", "2", "-d", "2200ms", "--warmup", "0", "--progress"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let ticks: Vec<&str> = run.stderr.lines().filter(|l| l.contains("conns")).collect();
+    assert!(ticks.len() >= 2, "{}", run.stderr);
+    assert!(!run.stderr.contains('\r') && !run.stderr.contains('\x1b'), "{:?}", run.stderr);
+}
+
+/// A pseudo-terminal `columns` wide: (the side loadgen writes to, the side we read).
+fn pty(columns: u16) -> (OwnedFd, OwnedFd) {
+    let (mut master, mut slave) = (-1, -1);
+    let size = libc::winsize { ws_row: 24, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty writes the two descriptors; the name buffer is not asked for.
+    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are fresh and ours alone.
+    unsafe { (OwnedFd::from_raw_fd(slave), OwnedFd::from_raw_fd(master)) }
+}
+
+#[test]
+fn on_a_terminal_the_progress_line_is_redrawn_in_place() {
+    const COLUMNS: u16 = 60;
+    let server = TestServer::default();
+    let (terminal, master) = pty(COLUMNS);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([url(&server).as_str(), "-c", "2", "-d", "2200ms", "--warmup", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(terminal))
+        .spawn()
+        .expect("start loadgen");
+    // Read the terminal until loadgen (the only holder of its other side) exits.
+    let reader = std::thread::spawn(move || {
+        let mut master = std::fs::File::from(master);
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // Reading a pty whose other side is closed fails with EIO: the end.
+        while let Ok(n @ 1..) = master.read(&mut chunk) {
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let mut stdout = String::new();
+    child.stdout.take().expect("piped stdout").read_to_string(&mut stdout).expect("read stdout");
+    let deadline = Instant::now() + RUN_LIMIT;
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "loadgen did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let shown = reader.join().expect("reader thread");
+    assert!(stdout.contains("result: ok"), "{stdout}");
+
+    let redraws: Vec<&str> = shown.split("\r\x1b[2K").skip(1).collect();
+    assert!(redraws.len() >= 2, "{shown:?}");
+    // One line, redrawn: no line ends until the run does (the terminal shows "\n" as "\r\n").
+    assert_eq!(shown.matches('\n').count(), 1, "{shown:?}");
+    assert!(shown.ends_with("\r\n"), "{shown:?}");
+    for redraw in &redraws {
+        let text = redraw.trim_end_matches(['\r', '\n']);
+        assert!(text.contains("conns"), "{redraw:?}");
+        assert!(text.chars().count() < usize::from(COLUMNS), "wider than the terminal: {text:?}");
+    }
 }

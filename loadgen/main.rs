@@ -120,10 +120,12 @@ fn run(settings: Settings) -> Result<u8, String> {
     let mut stats = Stats::default();
     let mut window_ns = 0;
     let mut window_cpu = CpuTime::default();
+    let mut loop_busy: f64 = 0.0;
     for result in &results {
         stats.merge(&result.stats);
         window_ns = window_ns.max(result.window.len_ns());
         window_cpu.add(&result.cpu);
+        loop_busy = loop_busy.max(result.busy_fraction());
     }
 
     let interrupted = match stopped_by.load(Ordering::Relaxed) {
@@ -136,6 +138,7 @@ fn run(settings: Settings) -> Result<u8, String> {
         stats: &stats,
         window_ns,
         window_cpu,
+        loop_busy,
         process_cpu: CpuTime::process(),
         timeline: std::mem::take(&mut progress.ticks),
         outcome: outcome.clone(),

@@ -83,6 +83,10 @@ impl Timer {
 
     /// Fires once at `deadline_ns` ([`wsloop::wire::monotonic_ns`] time),
     /// replacing any earlier setting. A deadline in the past fires at once.
+    ///
+    /// Setting the timer also clears a past expiry, and edge-triggered
+    /// epoll reports every new one, so the descriptor is never read: that
+    /// saves a `read` per open-loop wakeup.
     pub fn fire_at(&self, deadline_ns: u64) -> io::Result<()> {
         let deadline_ns = deadline_ns.max(1); // zero would disarm it
         let spec = libc::itimerspec {
@@ -99,13 +103,6 @@ impl Timer {
             return Err(io::Error::last_os_error());
         }
         Ok(())
-    }
-
-    /// Consumes the expiry so the (edge-triggered) descriptor can fire again.
-    pub fn acknowledge(&self) {
-        let mut expirations = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into our buffer; EAGAIN (not fired) is fine.
-        unsafe { libc::read(self.fd.as_raw_fd(), expirations.as_mut_ptr().cast(), expirations.len()) };
     }
 }
 
@@ -184,18 +181,26 @@ mod tests {
         assert!(CpuTime::process().total_ns() >= after.total_ns());
     }
 
+    /// Re-arming without reading the expiry count fires again, and an
+    /// expiry not re-armed is reported once (edge-triggered), not forever.
     #[test]
-    fn timer_fires_and_rearms() {
+    fn timer_fires_and_rearms_without_being_read() {
         let mut poll = mio::Poll::new().unwrap();
         let mut events = mio::Events::with_capacity(4);
         let mut timer = Timer::new().unwrap();
         poll.registry().register(&mut timer, Token(7), Interest::READABLE).unwrap();
-        for _ in 0..2 {
+        let wait = Some(std::time::Duration::from_secs(5));
+        for _ in 0..3 {
             timer.fire_at(wsloop::wire::monotonic_ns() + 1_000_000).unwrap();
-            poll.poll(&mut events, Some(std::time::Duration::from_secs(5))).unwrap();
+            poll.poll(&mut events, wait).unwrap();
             assert_eq!(events.iter().next().map(|e| e.token()), Some(Token(7)));
-            timer.acknowledge();
         }
+        // A deadline already past fires at once, also without a read before.
+        timer.fire_at(1).unwrap();
+        poll.poll(&mut events, wait).unwrap();
+        assert_eq!(events.iter().next().map(|e| e.token()), Some(Token(7)));
+        poll.poll(&mut events, Some(std::time::Duration::from_millis(20))).unwrap();
+        assert!(events.is_empty(), "an expiry is reported once");
     }
 
     #[test]

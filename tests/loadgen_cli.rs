@@ -1,6 +1,6 @@
 //! loadgen as a user meets it: the URL as an argument, an interrupted run
 //! reported as such, the live line redrawn in place on a terminal and one
-//! line per tick in a log.
+//! line per tick in a log, and the saturation verdict in every summary.
 
 mod support;
 
@@ -103,6 +103,23 @@ fn an_interrupted_run_says_so_and_exits_3() {
     assert!(report["messages"]["received"].as_u64().unwrap_or(0) > 0, "{report:#}");
     assert!(report["window_s"].as_f64().unwrap_or(99.0) < 60.0, "{report:#}");
     assert_eq!(report["errors"]["total"], 0, "{report:#}");
+}
+
+/// Every summary says whether loadgen's own core was saturated, in the
+/// text and in the JSON.
+#[test]
+fn every_summary_says_whether_loadgen_was_saturated() {
+    let server = TestServer::default();
+    let target = url(&server);
+    let run = loadgen(&[&target, "-c", "4", "-d", "500ms", "--warmup", "0", "--quiet"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let busy = run.float("/cpu/loop_busy");
+    assert!((0.0..=1.0).contains(&busy), "{busy}");
+    let saturated = run.report()["cpu"]["client_saturated"].as_bool().expect("client_saturated is a bool");
+    assert_eq!(saturated, busy >= 0.9);
+    let line = run.stdout.lines().find(|l| l.contains("loadgen busy")).unwrap_or_else(|| panic!("{}", run.stdout));
+    assert!(line.contains(if saturated { "SATURATED" } else { "not saturated" }), "{line}");
+    assert_eq!(run.stdout.contains("warning: loadgen's own core was saturated"), saturated, "{}", run.stdout);
 }
 
 #[test]

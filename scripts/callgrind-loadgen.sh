@@ -12,6 +12,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+source scripts/lib/servers.sh
 out=${1:-target/callgrind}
 connections=${CONNECTIONS:-100}
 size=${SIZE:-512}
@@ -30,7 +31,7 @@ target/release/wsloop --listen 127.0.0.1:0 --max-connections 12000 >"$log" 2>&1 
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
-  addr=$(grep -o 'listening on [0-9.:]*' "$log" | awk '{print $3}' || true)
+  addr=$(listen_addr "$log")
   [ -n "$addr" ] && break
   sleep 0.05
 done
@@ -55,4 +56,5 @@ echo "run of $long messages: $long_ir instructions"
 echo "user-space instructions per echoed message: $per_message"
 echo
 echo "Top functions (self cost) of the $long-message run:"
-callgrind_annotate --inclusive=no "$out/loadgen.$long.callgrind" 2>/dev/null | sed -n '1,60p' | grep -E '^ *[0-9,]+ ' | head -25
+# awk reads to the end: `| head` would stop early and fail the pipeline (SIGPIPE, exit 141).
+callgrind_annotate --inclusive=no "$out/loadgen.$long.callgrind" 2>/dev/null | awk 'NR <= 60 && /^ *[0-9,]+ / && shown++ < 25'

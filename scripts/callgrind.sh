@@ -40,7 +40,7 @@ instructions() {
   SERVER_PID=$!
   SERVER_ADDR=""
   for _ in $(seq 600); do
-    SERVER_ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$out/$server.log" | head -n1)
+    SERVER_ADDR=$(listen_addr "$out/$server.log")
     [ -n "$SERVER_ADDR" ] && break
     sleep 0.1
   done
@@ -68,4 +68,5 @@ print(f"{server}: {per:.0f} user-space instructions per echoed {size} B message 
 json.dump({"server": server, "instructions_per_message": per}, open(f"{out}/{server}.json", "w"), indent=1)
 PY
 echo "top functions (exclusive instructions, long run):"
-callgrind_annotate --inclusive=no "$out/$server-$long.out" 2>/dev/null | sed -n '/^Ir/,$p' | head -30
+# awk reads to the end: `| head` would stop early and fail the pipeline (SIGPIPE, exit 141).
+callgrind_annotate --inclusive=no "$out/$server-$long.out" 2>/dev/null | awk '/^Ir/ { on = 1 } on && shown++ < 30'

@@ -18,6 +18,14 @@ build_servers() {
   if [ -f "$ROOT/peers/Cargo.toml" ]; then (cd "$ROOT" && cargo build --release --quiet --manifest-path peers/Cargo.toml); fi
 }
 
+# listen_addr LOG: the HOST:PORT of the first `listening on HOST:PORT` line
+# in LOG, or nothing. sed stops at that line itself: piping into `head`
+# instead would kill the writer with SIGPIPE, which `set -o pipefail` turns
+# into a failure (exit 141).
+listen_addr() {
+  sed -n '/listening on /{s/.*listening on \([0-9.:]*\).*/\1/p;q;}' "$1"
+}
+
 # server_command NAME: the command line that runs server NAME on a free port.
 server_command() {
   local peers="$ROOT/peers/target/release"
@@ -54,7 +62,7 @@ start_process() {
   SERVER_PID=$!
   SERVER_ADDR=""
   for _ in $(seq 200); do
-    SERVER_ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$log" | head -n1)
+    SERVER_ADDR=$(listen_addr "$log")
     [ -n "$SERVER_ADDR" ] && return 0
     kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.05

@@ -31,7 +31,7 @@ rm -f "$out"/*.json "$out"/*.log
 
 [ "$(nproc)" -ge 2 ] || { echo "bench-echo.sh: needs 2 CPUs (server and loadgen each on its own)" >&2; exit 1; }
 echo "bench-echo.sh: building (release)"
-build_servers
+build_servers $servers
 trap stop_server EXIT
 seconds() { python3 -c "import sys; from re import match; m = match(r'([0-9.]+)(ms|s)?$', sys.argv[1]); print(float(m[1]) / (1000 if m[2] == 'ms' else 1))" "$1"; }
 window=$(seconds "$duration")

@@ -18,7 +18,7 @@ servers=${SERVERS:-wsloop minimal fastwebsockets tokio-tungstenite-4k}
 out=target/bench-handshake
 mkdir -p "$out"
 rm -f "$out"/*.json
-build_servers
+build_servers $servers
 trap stop_server EXIT
 hz=$(getconf CLK_TCK)
 for run in $(seq "$runs"); do

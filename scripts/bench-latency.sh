@@ -23,7 +23,7 @@ servers=${SERVERS:-wsloop minimal fastwebsockets}
 out=target/bench-latency
 mkdir -p "$out"
 rm -f "$out"/*.json
-build_servers
+build_servers $servers
 trap stop_server EXIT
 
 echo "bench-latency.sh: the machine's own stalls (10 s spin on CPU 1, idle machine)"

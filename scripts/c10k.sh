@@ -22,7 +22,7 @@ rate=${RATE:-50k}
 out=target/c10k
 mkdir -p "$out"
 scripts/limits.sh "$connections" || { echo "c10k.sh: raise the limits above first" >&2; exit 1; }
-build_servers
+build_servers "$server"
 trap stop_server EXIT
 start_server "$server" "$out/server.log" taskset -c 0
 lg() { taskset -c 1 target/release/loadgen --url "ws://$SERVER_ADDR/" --quiet "$@"; }

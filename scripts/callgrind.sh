@@ -23,7 +23,7 @@ long=${LONG:-120000}
 out=target/callgrind
 mkdir -p "$out"
 command -v valgrind >/dev/null || { echo "callgrind.sh: needs valgrind (Debian: apt-get install valgrind)" >&2; exit 1; }
-build_servers
+build_servers "$server"
 # Symbols for the annotation: the profiling profile is release plus debug info.
 if [ "$server" = wsloop ]; then
   cargo build --quiet --profile profiling --bin wsloop

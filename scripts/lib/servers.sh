@@ -12,10 +12,28 @@
 
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 
-# build_servers: release builds of wsloop, loadgen and the peers.
+# is_peer NAME: whether server NAME comes from the peers/ crate.
+is_peer() {
+  case "$1" in
+    wsloop | wsloop-no-latency) return 1 ;;
+    *) return 0 ;;
+  esac
+}
+
+# build_servers NAME...: release builds of wsloop and loadgen, and of the
+# peers/ crate only if one of the servers NAME is a peer (a cold peers build
+# takes minutes). Fails on an unknown name, before anything runs.
 build_servers() {
+  local name need_peers=no
+  for name in "$@"; do
+    server_command "$name" >/dev/null || return 1
+    if is_peer "$name"; then need_peers=yes; fi
+  done
   (cd "$ROOT" && cargo build --release --quiet --bin wsloop --bin loadgen)
-  if [ -f "$ROOT/peers/Cargo.toml" ]; then (cd "$ROOT" && cargo build --release --quiet --manifest-path peers/Cargo.toml); fi
+  if [ "$need_peers" = yes ]; then
+    [ -f "$ROOT/peers/Cargo.toml" ] || { echo "peers/Cargo.toml is missing: cannot build $*" >&2; return 1; }
+    (cd "$ROOT" && cargo build --release --quiet --manifest-path peers/Cargo.toml)
+  fi
 }
 
 # listen_addr LOG: the HOST:PORT of the first `listening on HOST:PORT` line

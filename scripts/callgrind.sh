@@ -8,8 +8,10 @@
 # is the steady-state cost per message. Kernel time is not counted.
 #
 # Usage: scripts/callgrind.sh [SERVER]   (default wsloop)
-# Environment: CONNECTIONS (100), SIZE (512), SHORT (20000), LONG (120000) messages.
-# Output: the figure, the top functions of the long run, and
+# Environment: CONNECTIONS (100), SIZE (512), SHORT (20000), LONG (120000) messages,
+#   PROFILE (profiling: wsloop built with symbols and line info; release
+#   skips that build: the count is the same, the annotation has no lines).
+# Output: the machine, the figure, the top functions of the long run, and
 # target/callgrind/<server>-<messages>.out for callgrind_annotate or kcachegrind.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,21 +22,23 @@ connections=${CONNECTIONS:-100}
 size=${SIZE:-512}
 short=${SHORT:-20000}
 long=${LONG:-120000}
+profile=${PROFILE:-profiling}
 out=target/callgrind
 mkdir -p "$out"
 command -v valgrind >/dev/null || { echo "callgrind.sh: needs valgrind (Debian: apt-get install valgrind)" >&2; exit 1; }
 build_servers "$server"
 # Symbols for the annotation: the profiling profile is release plus debug info.
-if [ "$server" = wsloop ]; then
-  cargo build --quiet --profile profiling --bin wsloop
+if [ "$server" = wsloop ] && [ "$profile" != release ]; then
+  cargo build --quiet --profile "$profile" --bin wsloop
 fi
+print_machine
 trap stop_server EXIT
 
 instructions() {
   local messages=$1 file="$out/$server-$1.out"
   local command
   command=$(server_command "$server")
-  [ "$server" = wsloop ] && command=${command/release/profiling}
+  [ "$server" = wsloop ] && command=${command/release/$profile}
   # shellcheck disable=SC2086
   valgrind --tool=callgrind --callgrind-out-file="$file" $command >"$out/$server.log" 2>&1 &
   SERVER_PID=$!

@@ -30,6 +30,7 @@ export PATH="$tools/bin:$PATH"
 
 cargo build --quiet --release --bin loadgen
 cargo build --quiet --profile profiling --bin wsloop
+print_machine
 command="$ROOT/target/profiling/wsloop --listen 127.0.0.1:0 --max-connections 100000"
 taskset -c 0 $command >"$out/wsloop.log" 2>&1 &
 SERVER_PID=$!

@@ -23,6 +23,7 @@ out=target/syscalls
 mkdir -p "$out"
 command -v perf >/dev/null || { echo "syscalls.sh: needs perf (Debian: apt-get install linux-perf)" >&2; exit 1; }
 build_servers "$server"
+print_machine
 trap stop_server EXIT
 
 # count MESSAGES: runs loadgen for MESSAGES messages against a fresh server

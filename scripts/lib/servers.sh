@@ -44,6 +44,15 @@ listen_addr() {
   sed -n '/listening on /{s/.*listening on \([0-9.:]*\).*/\1/p;q;}' "$1"
 }
 
+# print_machine: what the figures were measured on (the lscpu model line,
+# CPU count, kernel), for the output of every measuring script.
+print_machine() {
+  local model
+  model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' || true)
+  [ -n "$model" ] || model=$(sed -n '/^model name/{s/^model name[[:space:]]*: *//p;q;}' /proc/cpuinfo)
+  echo "machine: Model name: ${model:-unknown}; $(nproc) CPUs; Linux $(uname -r)"
+}
+
 # server_command NAME: the command line that runs server NAME on a free port.
 server_command() {
   local peers="$ROOT/peers/target/release"

@@ -45,7 +45,8 @@ instructions() { # messages -> total Ir
   local file="$out/loadgen.$1.callgrind"
   valgrind --tool=callgrind --callgrind-out-file="$file" \
     "target/$profile/loadgen" --url "ws://$addr/" --mode echo -c "$connections" --size "$size" \
-    --pipeline "$pipeline" --messages "$1" --warmup 0 --duration 10m --quiet ${EXTRA:-} \
+    --pipeline "$pipeline" --messages "$1" --warmup 0 --duration 10m --connect-timeout 60s --message-timeout 60s \
+    --quiet ${EXTRA:-} \
     >"$out/loadgen.$1.txt" 2>"$out/loadgen.$1.valgrind.log"
   grep -q '^result: ok' "$out/loadgen.$1.txt" || { cat "$out/loadgen.$1.txt" >&2; exit 1; }
   awk '/^summary:/ {print $2}' "$file"

@@ -50,9 +50,10 @@ instructions() {
   done
   [ -n "$SERVER_ADDR" ] || { cat "$out/$server.log" >&2; exit 1; }
   target/release/loadgen --url "ws://$SERVER_ADDR/" --mode echo -c "$connections" --size "$size" \
-    --messages "$messages" --duration 600s --warmup 0 --connect-timeout 60s --quiet \
+    --messages "$messages" --duration 600s --warmup 0 --connect-timeout 60s --message-timeout 60s --quiet \
     --json "$out/loadgen-$messages.json" >/dev/null
-  stop_server
+  # Under valgrind the exit, which writes the profile, can take a while.
+  stop_server 60
 }
 
 instructions "$short"

@@ -16,7 +16,7 @@
 # valgrind) are skipped with a note, and so are those that pin the server
 # and loadgen to CPUs 0 and 1 on a machine with one CPU.
 #
-# Usage: scripts/check-scripts.sh
+# Usage: scripts/check-scripts.sh   (on failure, every log is kept in target/check-scripts/)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -109,7 +109,9 @@ fi
 
 for s in "${skipped[@]}"; do echo "check-scripts.sh: skipped: $s"; done
 if [ ${#failed[@]} -gt 0 ]; then
+  rm -rf target/check-scripts && mkdir -p target && cp -r "$work" target/check-scripts
   printf 'check-scripts.sh: FAILED: %s\n' "${failed[@]}" >&2
+  echo "check-scripts.sh: the logs are in target/check-scripts/" >&2
   exit 1
 fi
 echo "check-scripts.sh: all passed in $(($(date +%s) - started))s"

@@ -99,11 +99,11 @@ start_process() {
   return 1
 }
 
-# stop_server: SIGTERM, then SIGKILL if it lingers.
+# stop_server [SECONDS]: SIGTERM, then SIGKILL if it lingers SECONDS (5).
 stop_server() {
   [ -n "${SERVER_PID:-}" ] || return 0
   kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 100); do
+  for _ in $(seq "$((${1:-5} * 20))"); do
     kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.05
   done

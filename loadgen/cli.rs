@@ -6,19 +6,20 @@
 //! `wsloop` uses (`10k`, `512B`, `4KiB`, `250ms`, `5s`).
 
 use std::{
+    ffi::OsString,
     net::{IpAddr, SocketAddr, ToSocketAddrs},
     path::PathBuf,
     time::Duration,
 };
 
-use clap::{Parser, ValueEnum};
+use clap::{parser::ValueSource, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use tungstenite::http::Uri;
 use wsloop::{
     units::{parse_count, parse_duration, parse_size},
     wire::Encoding,
 };
 
-/// Where to connect when no `--url` is given: wsloop's default address.
+/// Where to connect when no URL is given: wsloop's default address.
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:9001/";
 
 /// Connections opened when `-c` is not given: enough to load one server core.
@@ -59,6 +60,23 @@ pub const DEFAULT_PING_INTERVAL: &str = "16s";
 /// Most messages in flight per connection (`--pipeline`).
 const MAX_PIPELINE: u32 = 1 << 16;
 
+/// Exit status of a run ended early by SIGINT or SIGTERM (its report covers
+/// what ran; `result.ok` is false). 0, 1 and 2 are taken: success, failure,
+/// bad flags.
+pub const EXIT_INTERRUPTED: u8 = 3;
+
+/// How the live progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressOutput {
+    /// Not at all (`--quiet`, or stderr is not a terminal and `--progress` was not given).
+    Off,
+    /// One line per second, each on a line of its own: stderr is a file or
+    /// a pipe, read later as a log.
+    Lines,
+    /// One line redrawn in place every second: stderr is a terminal.
+    Redraw,
+}
+
 /// What the connections do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -91,15 +109,29 @@ impl Mode {
 ///
 /// Opens --connections to a WebSocket echo server, drives them in one of four
 /// modes, checks every echo byte for byte, and reports throughput, latency
-/// percentiles (from each message's intended send time) and errors by kind.
-/// Exits 0 on success, 1 if the target cannot be reached or errors exceed
-/// --max-errors, 2 on bad flags.
+/// percentiles (from each message's intended send time) and errors by kind,
+/// e.g. `loadgen ws://127.0.0.1:9001/ -c 500 -d 10s`.
+///
+/// Exit status: 0 success; 1 if the target cannot be reached, errors exceed
+/// --max-errors or the machine's limits do not allow the run; 2 on bad
+/// flags; 3 if interrupted (SIGINT/SIGTERM) before the end, with the report
+/// of what ran (a second signal exits at once with 130).
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version)]
 pub struct Cli {
-    /// Target, ws://HOST:PORT/PATH (wss:// is not supported: put TLS in front of the server).
-    #[arg(long, env = "LOADGEN_URL", default_value = DEFAULT_URL)]
-    pub url: String,
+    /// Target, ws://HOST:PORT/PATH [default: ws://127.0.0.1:9001/] (wss:// is
+    /// not supported: put TLS in front of the server).
+    #[arg(value_name = "URL")]
+    pub target: Option<String>,
+
+    /// The target as a flag, instead of the URL argument (not both).
+    #[arg(long, env = "LOADGEN_URL")]
+    pub url: Option<String>,
+
+    /// Whether `--url` was on the command line rather than in LOADGEN_URL:
+    /// a URL argument beside `--url` is an error, beside the variable it wins.
+    #[arg(skip)]
+    pub url_on_command_line: bool,
 
     /// Workload.
     #[arg(long, env = "LOADGEN_MODE", value_enum, default_value_t = Mode::Echo)]
@@ -209,7 +241,7 @@ pub struct Cli {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub mode: Mode,
-    /// The URL as given, for the report.
+    /// The URL as given (argument, --url or LOADGEN_URL), for the report.
     pub url: String,
     /// The parsed URL, for the request line and Host header.
     pub uri: Uri,
@@ -241,29 +273,51 @@ pub struct Settings {
     pub max_errors: u64,
     pub json: Option<PathBuf>,
     pub hgrm: Option<PathBuf>,
-    /// Whether to print the live line (decided from --quiet, --progress and the terminal).
-    pub progress: bool,
+    /// How to show the live line (decided from --quiet, --progress and whether stderr is a terminal).
+    pub progress: ProgressOutput,
 }
 
 impl Cli {
+    /// Parses `args` (the program name first) like [`Parser::try_parse_from`],
+    /// and notes where `--url` came from.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = Cli::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        cli.url_on_command_line = matches.value_source("url") == Some(ValueSource::CommandLine);
+        Ok(cli)
+    }
+
     /// Checks what no single flag parser can, resolves the target, and
     /// returns the run's settings; `Err` is a one-line reason (exit 2).
     pub fn into_settings(self, stderr_is_terminal: bool) -> Result<Settings, String> {
-        let uri: Uri = self.url.parse().map_err(|e| format!("--url {:?} is not a URL: {e}", self.url))?;
+        let url = match (self.target, self.url) {
+            (Some(_), Some(_)) if self.url_on_command_line => {
+                return Err("the URL is given twice: as an argument and with --url; give one".into())
+            }
+            // The argument comes from the command line, which beats LOADGEN_URL.
+            (Some(url), _) | (None, Some(url)) => url,
+            (None, None) => DEFAULT_URL.to_string(),
+        };
+        let uri: Uri = url.parse().map_err(|e| format!("URL {url:?} is not a URL: {e}"))?;
         match uri.scheme_str() {
             Some("ws") => {}
-            Some("wss") => return Err("--url: wss:// is not supported; terminate TLS in front of the server".into()),
-            _ => return Err(format!("--url {:?} must start with ws://", self.url)),
+            Some("wss") => return Err("wss:// is not supported; terminate TLS in front of the server".into()),
+            _ => return Err(format!("URL {url:?} must start with ws://")),
         }
-        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| format!("--url {:?} has no host", self.url))?;
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| format!("URL {url:?} has no host"))?;
         let port = uri.port_u16().unwrap_or(80);
         // Brackets around an IPv6 literal are URL syntax, not part of the address.
         let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']');
         let target = (host_for_lookup, port)
             .to_socket_addrs()
-            .map_err(|e| format!("--url: cannot resolve {host}: {e}"))?
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
             .next()
-            .ok_or_else(|| format!("--url: {host} resolves to no address"))?;
+            .ok_or_else(|| format!("{host} resolves to no address"))?;
 
         let encoding = if self.text { Encoding::Text } else { Encoding::Binary };
         let min_size = if self.mode == Mode::Idle { 0 } else { encoding.stamp_len() };
@@ -307,9 +361,15 @@ impl Cli {
         if self.mode == Mode::Idle && self.ping_interval < Duration::from_millis(10) {
             return Err("--ping-interval must be at least 10ms".into());
         }
+        let progress = match (self.quiet, self.progress, stderr_is_terminal) {
+            (true, _, _) => ProgressOutput::Off,
+            (false, _, true) => ProgressOutput::Redraw,
+            (false, true, false) => ProgressOutput::Lines,
+            (false, false, false) => ProgressOutput::Off,
+        };
         Ok(Settings {
             mode: self.mode,
-            url: self.url,
+            url,
             uri,
             target,
             connections: self.connections,
@@ -332,7 +392,7 @@ impl Cli {
             max_errors: self.max_errors,
             json: self.json,
             hgrm: self.hgrm,
-            progress: !self.quiet && (self.progress || stderr_is_terminal),
+            progress,
         })
     }
 }
@@ -401,7 +461,7 @@ mod tests {
     fn settings(args: &[&str]) -> Result<Settings, String> {
         let mut argv = vec!["loadgen"];
         argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).map_err(|e| e.to_string())?.into_settings(false)
+        Cli::try_parse_args(argv).map_err(|e| e.to_string())?.into_settings(false)
     }
 
     #[test]
@@ -411,7 +471,43 @@ mod tests {
         assert_eq!(s.size, 512);
         assert_eq!(s.connections, 100);
         assert_eq!(s.target, "127.0.0.1:9001".parse().unwrap());
-        assert!(!s.progress);
+        assert_eq!(s.progress, ProgressOutput::Off);
+    }
+
+    /// The URL as the first argument, as wrk, oha and websocat take it; or
+    /// with --url; not both.
+    #[test]
+    fn the_url_is_an_argument_or_a_flag() {
+        let s = settings(&["ws://127.0.0.1:9100/a", "-c", "5"]).unwrap();
+        assert_eq!((s.target.port(), s.url.as_str(), s.connections), (9100, "ws://127.0.0.1:9100/a", 5));
+        let s = settings(&["-c", "5", "ws://127.0.0.1:9101/"]).unwrap();
+        assert_eq!(s.target.port(), 9101);
+        let s = settings(&["--url", "ws://127.0.0.1:9102/"]).unwrap();
+        assert_eq!(s.target.port(), 9102);
+        let both = settings(&["ws://127.0.0.1:9103/", "--url", "ws://127.0.0.1:9104/"]).unwrap_err();
+        assert!(both.contains("twice"), "{both}");
+        assert!(settings(&["ws://127.0.0.1:9105/", "ws://127.0.0.1:9106/"]).is_err(), "two arguments");
+        // A URL in LOADGEN_URL (not on the command line) gives way to the argument.
+        let mut cli = Cli::try_parse_args(["loadgen", "ws://127.0.0.1:9107/"]).unwrap();
+        assert!(!cli.url_on_command_line);
+        cli.url = Some("ws://127.0.0.1:9108/".into());
+        assert_eq!(cli.into_settings(false).unwrap().target.port(), 9107);
+        assert!(Cli::try_parse_args(["loadgen", "--url", "ws://127.0.0.1:9109/"]).unwrap().url_on_command_line);
+    }
+
+    /// Where the live line goes: redrawn on a terminal, a line per tick in a log.
+    #[test]
+    fn progress_output_follows_the_terminal() {
+        let with = |args: &[&str], terminal: bool| {
+            let mut argv = vec!["loadgen"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_args(argv).unwrap().into_settings(terminal).unwrap().progress
+        };
+        assert_eq!(with(&[], true), ProgressOutput::Redraw);
+        assert_eq!(with(&["--progress"], true), ProgressOutput::Redraw);
+        assert_eq!(with(&["--progress"], false), ProgressOutput::Lines);
+        assert_eq!(with(&[], false), ProgressOutput::Off);
+        assert_eq!(with(&["--quiet"], true), ProgressOutput::Off);
     }
 
     #[test]

@@ -108,6 +108,25 @@ pub struct LoopResult {
     pub window: Window,
     /// CPU time the loop's thread used inside the window.
     pub cpu: CpuTime,
+    /// Time the loop spent waiting in `epoll_wait` inside the window.
+    pub idle_ns: u64,
+}
+
+impl LoopResult {
+    /// How busy the loop was in its window, 1.0 = all of it: the larger of
+    /// the time it was not waiting in `epoll_wait` (which counts time spent
+    /// waiting for a CPU, and softirq work) and its CPU time (which counts
+    /// the work inside `epoll_wait` itself). Near 1.0 it never waited for
+    /// the server, so it, not the server, set the pace.
+    pub fn busy_fraction(&self) -> f64 {
+        let window = self.window.len_ns();
+        if window == 0 {
+            return 0.0;
+        }
+        let not_waiting = 1.0 - (self.idle_ns.min(window) as f64 / window as f64);
+        let on_cpu = self.cpu.total_ns() as f64 / window as f64;
+        not_waiting.max(on_cpu).min(1.0)
+    }
 }
 
 /// Lets traffic start in every loop at once, after the slowest ramp.
@@ -219,6 +238,8 @@ struct Driver<S> {
     cpu_at_start: Option<CpuTime>,
     /// The thread's CPU time used inside the window (set when it ends).
     cpu_window: CpuTime,
+    /// Time spent in `epoll_wait` during the measure phase.
+    idle_ns: u64,
     /// Removals found while other borrows were live.
     to_remove: Vec<usize>,
 }
@@ -285,6 +306,7 @@ impl<S: SnapshotSink> Driver<S> {
             next_snapshot: now + SNAPSHOT_NS,
             cpu_at_start: None,
             cpu_window: CpuTime::default(),
+            idle_ns: 0,
             to_remove: Vec::new(),
         })
     }
@@ -292,23 +314,33 @@ impl<S: SnapshotSink> Driver<S> {
     fn run(mut self, ticket: &mut GateTicket) -> io::Result<LoopResult> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
-            let timeout = self.poll_timeout();
+            let before_poll = monotonic_ns();
+            let timeout = self.poll_timeout(before_poll);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
+            // The time spent waiting is what says whether the loop kept up
+            // (report: `loop_busy`); this clock reading is also the first
+            // event's, so it costs nothing extra.
+            let woke = monotonic_ns();
+            if self.phase == Phase::Measure {
+                self.idle_ns += woke - before_poll;
+            }
+            let mut clock = Some(woke);
             for event in events.iter() {
                 if event.token() == TIMER {
-                    self.timer.acknowledge();
+                    // The timerfd need not be read: re-arming it clears it,
+                    // and edge-triggered epoll reports each expiry anyway.
                     self.timer_set_for = 0;
                     continue;
                 }
                 let Some(key) = key_of(event.token()) else { continue };
                 // Readiness is a hint: the connection may be gone already.
                 let Some(client) = self.clients.get_mut(key) else { continue };
-                self.cx.now_ns = monotonic_ns();
+                self.cx.now_ns = clock.take().unwrap_or_else(monotonic_ns);
                 let step = client.on_ready(
                     event.is_readable() || event.is_read_closed() || event.is_error(),
                     event.is_writable() || event.is_write_closed() || event.is_error(),
@@ -326,11 +358,10 @@ impl<S: SnapshotSink> Driver<S> {
                 break;
             }
         }
-        Ok(LoopResult { stats: self.cx.stats, window: self.cx.window, cpu: self.cpu_window })
+        Ok(LoopResult { stats: self.cx.stats, window: self.cx.window, cpu: self.cpu_window, idle_ns: self.idle_ns })
     }
 
-    fn poll_timeout(&mut self) -> Duration {
-        let now = monotonic_ns();
+    fn poll_timeout(&mut self, now: u64) -> Duration {
         if let (Some(schedule), true) = (&self.schedule, self.cx.sending) {
             let due = schedule.next_time();
             if due <= now {

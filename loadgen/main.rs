@@ -14,9 +14,14 @@
 //! - `stats`: histograms, counters and error kinds, merged across loops.
 //! - `progress`: the once-a-second live line and timeline.
 //! - `report`, `hgrm`: the summary, the JSON document and the `.hgrm` file.
-//! - `sys`: getrusage, timerfd, source-address binding.
+//! - `sys`: getrusage, timerfd, source-address binding, terminal width.
+//! - `output`: stdout and stderr, where a closed pipe never ends the run.
 //!
 //! The payload layout it shares with servers is `wsloop::wire`.
+
+// `print!` and `eprintln!` panic on a closed pipe; everything goes through
+// `output`, which ignores such failures.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod cli;
 mod client;
@@ -25,6 +30,7 @@ mod frames;
 mod handshake;
 mod hgrm;
 mod inbound;
+mod output;
 mod plan;
 mod progress;
 mod report;
@@ -33,22 +39,24 @@ mod sys;
 
 use std::{
     fs::File,
-    io::{BufWriter, IsTerminal, Write},
+    io::{BufWriter, Write},
     process::ExitCode,
-    sync::{atomic::AtomicBool, mpsc, Arc},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc, Arc,
+    },
     thread,
     time::Duration,
 };
 
-use clap::Parser;
 use wsloop::{clock::monotonic_ns, listener};
 
 use crate::{
-    cli::{Cli, Mode, Settings},
+    cli::{Cli, Mode, Settings, EXIT_INTERRUPTED},
     driver::{Common, Gate, LoopResult, Share},
     handshake::RequestTemplate,
     progress::Progress,
-    report::{Inputs, Outcome, Report},
+    report::{Inputs, Outcome, Report, Status},
     stats::{Failure, Stats},
     sys::CpuTime,
 };
@@ -61,19 +69,19 @@ const SPARE_FDS: u64 = 64;
 const TICK: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let settings = match cli.into_settings(std::io::stderr().is_terminal()) {
+    let cli = Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    let settings = match cli.into_settings(output::stderr_is_terminal()) {
         Ok(settings) => settings,
         Err(message) => {
             // Same shape and exit status (2) as clap's own errors.
-            eprintln!("error: {message}");
+            output::stderr_line(&format!("error: {message}"));
             return ExitCode::from(2);
         }
     };
     match run(settings) {
         Ok(code) => ExitCode::from(code),
         Err(message) => {
-            eprintln!("loadgen: {message}");
+            output::stderr_line(&format!("loadgen: {message}"));
             ExitCode::from(1)
         }
     }
@@ -84,9 +92,12 @@ fn run(settings: Settings) -> Result<u8, String> {
     check_limits(&settings)?;
     let request = RequestTemplate::new(&settings.uri, &settings.headers, &settings.subprotocols)?;
     let stop = Arc::new(AtomicBool::new(false));
+    // Which signal stopped the run (0: none), for the report.
+    let stopped_by = Arc::new(AtomicUsize::new(0));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // First Ctrl-C: end the measurement now and report; second: exit at once.
         signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+            .and_then(|_| signal_hook::flag::register_usize(signal, stopped_by.clone(), signal as usize))
             .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     }
@@ -104,27 +115,35 @@ fn run(settings: Settings) -> Result<u8, String> {
         run_threads(&settings, &common, &mut progress)?
     };
 
+    progress.finish();
+
     let mut stats = Stats::default();
     let mut window_ns = 0;
     let mut window_cpu = CpuTime::default();
+    let mut loop_busy: f64 = 0.0;
     for result in &results {
         stats.merge(&result.stats);
         window_ns = window_ns.max(result.window.len_ns());
         window_cpu.add(&result.cpu);
+        loop_busy = loop_busy.max(result.busy_fraction());
     }
 
-    let outcome = judge(&settings, &stats);
+    let interrupted = match stopped_by.load(Ordering::Relaxed) {
+        0 => None,
+        signal => Some(signal_name(signal as i32)),
+    };
+    let outcome = judge(&settings, &stats, interrupted, window_ns);
     let report = Report::new(Inputs {
         settings: &settings,
         stats: &stats,
         window_ns,
         window_cpu,
+        loop_busy,
         process_cpu: CpuTime::process(),
         timeline: std::mem::take(&mut progress.ticks),
         outcome: outcome.clone(),
     });
-    print!("{}", report.summary(&settings));
-    let _ = std::io::stdout().flush();
+    output::stdout(&report.summary(&settings));
     if let Some(path) = &settings.json {
         write_file(path, |out| serde_json::to_writer_pretty(&mut *out, &report).map_err(std::io::Error::from))?;
     }
@@ -132,7 +151,7 @@ fn run(settings: Settings) -> Result<u8, String> {
         write_file(path, |out| hgrm::write(&stats.latency, out))?;
     }
     if let Some(reason) = &outcome.reason {
-        eprintln!("loadgen: {reason}");
+        output::stderr_line(&format!("loadgen: {reason}"));
     }
     Ok(outcome.exit_code)
 }
@@ -209,7 +228,7 @@ fn check_limits(settings: &Settings) -> Result<(), String> {
             ))
         }
         Ok(_) => {}
-        Err(e) => eprintln!("loadgen: warning: cannot read the open-file limit: {e}"),
+        Err(e) => output::stderr_line(&format!("loadgen: warning: cannot read the open-file limit: {e}")),
     }
     if let Some(ports) = ephemeral_ports() {
         let sources = settings.source_ips.len().max(1) as u64;
@@ -232,28 +251,64 @@ fn ephemeral_ports() -> Option<u64> {
     Some(high.checked_sub(low)? + 1)
 }
 
-/// Success, or the one-line reason for failure.
-fn judge(settings: &Settings, stats: &Stats) -> Outcome {
+/// Success, failure with its one-line reason, or an interrupted run.
+///
+/// Errors beyond `--max-errors` fail a run even if it was interrupted (they
+/// happened); otherwise an interrupted run is neither a success nor a
+/// failure, and says how much of it ran.
+fn judge(settings: &Settings, stats: &Stats, interrupted: Option<&'static str>, window_ns: u64) -> Outcome {
     let describe = |pairs: Vec<(&str, u64)>| {
         pairs.into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
     };
+    let failed = |reason: String| Outcome {
+        ok: false,
+        status: Status::Failed,
+        exit_code: 1,
+        reason: Some(reason),
+        interrupted_by: interrupted,
+    };
     let failures: Vec<(&str, u64)> = Failure::ALL.iter().map(|f| (f.as_str(), stats.failures[*f as usize])).collect();
-    if stats.opened == 0 {
+    let total = stats.errors_total();
+    if total > settings.max_errors && (stats.opened > 0 || interrupted.is_some()) {
+        let mut kinds: Vec<(&str, u64)> = failures;
+        kinds.extend(stats::Fault::ALL.iter().map(|f| (f.as_str(), stats.faults[*f as usize])));
+        let mut reason = format!("{total} errors ({}) exceed --max-errors {}", describe(kinds), settings.max_errors);
+        if let Some(signal) = interrupted {
+            reason.push_str(&format!(" (interrupted by {signal})"));
+        }
+        return failed(reason);
+    }
+    if let Some(signal) = interrupted {
         let reason = format!(
+            "interrupted by {signal}: measured {:.2} s of the {:.2} s asked for",
+            window_ns as f64 / 1e9,
+            settings.duration.as_secs_f64()
+        );
+        return Outcome {
+            ok: false,
+            status: Status::Interrupted,
+            exit_code: EXIT_INTERRUPTED,
+            reason: Some(reason),
+            interrupted_by: Some(signal),
+        };
+    }
+    if stats.opened == 0 {
+        return failed(format!(
             "target {} unreachable: no connection succeeded ({})",
             settings.url,
             if stats.failures_total() == 0 { "no attempt finished".to_string() } else { describe(failures) }
-        );
-        return Outcome { ok: false, exit_code: 1, reason: Some(reason) };
+        ));
     }
-    let total = stats.errors_total();
-    if total > settings.max_errors {
-        let mut kinds: Vec<(&str, u64)> = failures;
-        kinds.extend(stats::Fault::ALL.iter().map(|f| (f.as_str(), stats.faults[*f as usize])));
-        let reason = format!("{total} errors ({}) exceed --max-errors {}", describe(kinds), settings.max_errors);
-        return Outcome { ok: false, exit_code: 1, reason: Some(reason) };
+    Outcome { ok: true, status: Status::Ok, exit_code: 0, reason: None, interrupted_by: None }
+}
+
+/// The name of a signal loadgen handles.
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        signal_hook::consts::SIGINT => "SIGINT",
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        _ => "a signal",
     }
-    Outcome { ok: true, exit_code: 0, reason: None }
 }
 
 fn write_file(

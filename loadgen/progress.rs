@@ -1,16 +1,22 @@
 //! The once-a-second view: loops send [`Snapshot`]s, the main thread turns
 //! them into a [`Tick`] (the live line on stderr and the JSON timeline).
 //!
+//! On a terminal the live line is redrawn in place, as oha and k6 do
+//! (carriage return, erase the line, the new figures; cut to the terminal's
+//! width so it never wraps); in a file or a pipe each tick is a line of its
+//! own, so the log keeps the whole run.
+//!
 //! Loops send cumulative counters, so a lost or late snapshot costs
 //! resolution, never accuracy: rates are differences between two snapshots
 //! of the same loop divided by the time between them.
 
-use std::io::Write;
-
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::plan::Phase;
+use crate::{cli::ProgressOutput, output, plan::Phase};
+
+/// Go to the start of the line and erase it (ANSI "erase in line", whole line).
+const REDRAW: &str = "\r\x1b[2K";
 
 /// One loop's state at one moment (cumulative since the loop started).
 #[derive(Debug, Clone)]
@@ -96,13 +102,22 @@ pub struct Progress {
     previous: Vec<Option<Snapshot>>,
     /// Every tick so far: the JSON timeline.
     pub ticks: Vec<Tick>,
-    /// Print the live line.
-    show: bool,
+    /// Where and how the live line is shown.
+    show: ProgressOutput,
+    /// A redrawn line is on the terminal, not yet ended with a newline.
+    line_open: bool,
 }
 
 impl Progress {
-    pub fn new(loops: usize, start_ns: u64, show: bool) -> Progress {
-        Progress { start_ns, latest: vec![None; loops], previous: vec![None; loops], ticks: Vec::new(), show }
+    pub fn new(loops: usize, start_ns: u64, show: ProgressOutput) -> Progress {
+        Progress {
+            start_ns,
+            latest: vec![None; loops],
+            previous: vec![None; loops],
+            ticks: Vec::new(),
+            show,
+            line_open: false,
+        }
     }
 
     pub fn update(&mut self, snapshot: Snapshot) {
@@ -162,11 +177,37 @@ impl Progress {
             tick.p50_us = Some(h.value_at_quantile(0.5) as f64 / 1e3);
             tick.p99_us = Some(h.value_at_quantile(0.99) as f64 / 1e3);
         }
-        if self.show {
-            let _ = writeln!(std::io::stderr(), "{}", line(&tick));
+        match self.show {
+            ProgressOutput::Off => {}
+            ProgressOutput::Lines => output::stderr_line(&line(&tick)),
+            ProgressOutput::Redraw => {
+                output::stderr(&redrawn(&line(&tick), crate::sys::stderr_columns()));
+                self.line_open = true;
+            }
         }
         self.ticks.push(tick);
     }
+
+    /// Ends a redrawn line, so that what follows (the summary) starts on a
+    /// line of its own and the last figures stay visible.
+    pub fn finish(&mut self) {
+        if self.line_open {
+            output::stderr("\n");
+            self.line_open = false;
+        }
+    }
+}
+
+/// The live line as redrawn on a terminal `columns` wide: back to the start
+/// of the line, erase it, the line cut to fit (a wrapped line could not be
+/// redrawn with a carriage return).
+pub fn redrawn(line: &str, columns: Option<usize>) -> String {
+    // One column spare: a line that fills the last column wraps on some terminals.
+    let mut fit = columns.map_or(line.len(), |c| c.saturating_sub(1)).min(line.len());
+    while !line.is_char_boundary(fit) {
+        fit -= 1;
+    }
+    format!("{REDRAW}{}", &line[..fit])
 }
 
 /// The live line: `[  12s] measure  conns 500  msgs/s 123,456  MB/s 63.2  p50 41us  p99 95us  errors 0`.
@@ -230,7 +271,7 @@ mod tests {
 
     #[test]
     fn rates_come_from_each_loops_own_snapshots() {
-        let mut progress = Progress::new(2, 0, false);
+        let mut progress = Progress::new(2, 0, ProgressOutput::Off);
         progress.update(snapshot(0, 1, 1000));
         progress.update(snapshot(1, 1, 500));
         progress.update(snapshot(0, 2, 3000));
@@ -242,6 +283,15 @@ mod tests {
         assert!((tick.messages_per_s - 2500.0).abs() < 1e-6);
         assert_eq!(tick.p50_us.map(|v| v.round()), Some(50.0));
         assert!(line(tick).contains("msgs/s 2,500"));
+    }
+
+    #[test]
+    fn a_redrawn_line_starts_over_and_fits_the_terminal() {
+        let text = "[    1s] measure  conns 10  msgs/s 2,500  MB/s 1.3  errors 0";
+        assert_eq!(redrawn(text, None), format!("\r\x1b[2K{text}"));
+        assert_eq!(redrawn(text, Some(21)), "\r\x1b[2K[    1s] measure  co");
+        assert!(!redrawn(text, Some(200)).contains('\n'));
+        assert_eq!(redrawn("ab\u{b5}c", Some(4)), "\r\x1b[2Kab", "cut at a character boundary");
     }
 
     #[test]

@@ -21,6 +21,13 @@ use crate::{
 /// The JSON document's version: bumped only if a field changes meaning.
 pub const SCHEMA: &str = "loadgen-report/1";
 
+/// A loop busy (not waiting in `epoll_wait`) for at least this fraction of
+/// the window counts as saturated: it hardly ever waited for the server, so
+/// its own speed, not the server's, set the pace. A loop that keeps up with
+/// the server waits for each batch of echoes; 10% of slack is what is left
+/// when it barely does.
+pub const SATURATED_BUSY: f64 = 0.9;
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     /// [`SCHEMA`].
@@ -91,12 +98,28 @@ pub struct SettingsOut {
 
 #[derive(Debug, Serialize, Clone)]
 pub struct Outcome {
-    /// Whether the run succeeded.
+    /// Whether the run succeeded (false when it failed or was interrupted).
     pub ok: bool,
+    /// `ok`, `failed` or `interrupted`.
+    pub status: Status,
     /// The process's exit status.
     pub exit_code: u8,
-    /// Why the run failed (one line), if it did.
+    /// Why the run failed or how far an interrupted run got (one line); null on success.
     pub reason: Option<String>,
+    /// The signal that ended the run early (`SIGINT`, `SIGTERM`), if one did.
+    pub interrupted_by: Option<&'static str>,
+}
+
+/// How a run ended.
+#[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// It ran to the end within `--max-errors`.
+    Ok,
+    /// Unreachable target or too many errors.
+    Failed,
+    /// Stopped early by SIGINT or SIGTERM; the figures cover what ran.
+    Interrupted,
 }
 
 #[derive(Debug, Serialize)]
@@ -205,6 +228,14 @@ pub struct Cpu {
     pub cores_busy: f64,
     /// Window CPU time per message received, microseconds.
     pub per_message_us: Option<f64>,
+    /// How busy the busiest loop was in the window (1.0 = all of it): the
+    /// larger of the time it spent not waiting in `epoll_wait` (running, in
+    /// the kernel, or waiting for a CPU, which CPU time misses) and its CPU
+    /// time. Near 1.0 it never waited for the server.
+    pub loop_busy: f64,
+    /// `loop_busy` reached [`SATURATED_BUSY`]: the client, not the server,
+    /// may have set the pace of this run.
+    pub client_saturated: bool,
     /// User time of the whole process, start to exit (ramp, close and reporting included).
     pub process_user_s: f64,
     /// System time of the whole process.
@@ -253,6 +284,8 @@ pub struct Inputs<'a> {
     pub window_ns: u64,
     /// The loops' CPU time inside their windows.
     pub window_cpu: CpuTime,
+    /// The busiest loop's busy fraction of its window.
+    pub loop_busy: f64,
     /// The whole process's CPU time.
     pub process_cpu: CpuTime,
     /// One entry per second.
@@ -263,7 +296,7 @@ pub struct Inputs<'a> {
 
 impl Report {
     pub fn new(inputs: Inputs<'_>) -> Report {
-        let Inputs { settings: s, stats, window_ns, window_cpu, process_cpu, timeline, outcome } = inputs;
+        let Inputs { settings: s, stats, window_ns, window_cpu, loop_busy, process_cpu, timeline, outcome } = inputs;
         let window_s = window_ns as f64 / 1e9;
         let per_s = |n: u64| if window_s > 0.0 { n as f64 / window_s } else { 0.0 };
         let secs = |d: std::time::Duration| d.as_secs_f64();
@@ -336,6 +369,8 @@ impl Report {
                 cores_busy: if window_ns > 0 { window_cpu.total_ns() as f64 / window_ns as f64 } else { 0.0 },
                 per_message_us: (stats.received > 0)
                     .then(|| window_cpu.total_ns() as f64 / stats.received as f64 / 1e3),
+                loop_busy,
+                client_saturated: window_ns > 0 && loop_busy >= SATURATED_BUSY,
                 process_user_s: process_cpu.user_ns as f64 / 1e9,
                 process_system_s: process_cpu.system_ns as f64 / 1e9,
             },
@@ -423,9 +458,25 @@ impl Report {
             cpu.window_system_s,
             cpu.cores_busy * 100.0
         );
-        let _ = match &self.result.reason {
-            None => writeln!(out, "result: ok"),
-            Some(reason) => writeln!(out, "result: FAILED: {reason}"),
+        let _ = writeln!(
+            out,
+            "  loadgen busy {:.0}% of the window{}, waiting for the server the rest: {}",
+            cpu.loop_busy * 100.0,
+            if settings.threads > 1 { " (its busiest loop)" } else { "" },
+            if cpu.client_saturated { "SATURATED" } else { "not saturated" }
+        );
+        if cpu.client_saturated {
+            let _ = writeln!(
+                out,
+                "warning: loadgen's own core was saturated: these figures may measure the client, not the \
+                 server; add --threads, or give loadgen a core of its own"
+            );
+        }
+        let _ = match (self.result.status, &self.result.reason) {
+            (Status::Ok, _) => writeln!(out, "result: ok"),
+            // The reason starts "interrupted by SIGINT: ...".
+            (Status::Interrupted, Some(reason)) => writeln!(out, "result: {reason}"),
+            (_, reason) => writeln!(out, "result: FAILED: {}", reason.as_deref().unwrap_or("unknown")),
         };
         out
     }
@@ -469,6 +520,41 @@ mod tests {
         assert_eq!(format_latency(412_340), "412us");
         assert_eq!(format_latency(1_234_567), "1.23ms");
         assert_eq!(format_latency(2_500_000_000), "2.50s");
+    }
+
+    /// The saturation verdict: a warning line and `client_saturated` at and
+    /// above [`SATURATED_BUSY`], the "not saturated" line below it.
+    #[test]
+    fn a_saturated_client_is_flagged_in_text_and_json() {
+        use clap::Parser as _;
+        let settings = crate::cli::Cli::try_parse_from(["loadgen"]).unwrap().into_settings(false).unwrap();
+        let stats = Stats::default();
+        let report = |loop_busy: f64| {
+            Report::new(Inputs {
+                settings: &settings,
+                stats: &stats,
+                window_ns: 1_000_000_000,
+                window_cpu: CpuTime { user_ns: 100_000_000, system_ns: 800_000_000 },
+                loop_busy,
+                process_cpu: CpuTime::default(),
+                timeline: Vec::new(),
+                outcome: Outcome { ok: true, status: Status::Ok, exit_code: 0, reason: None, interrupted_by: None },
+            })
+        };
+        let busy = report(SATURATED_BUSY);
+        let text = busy.summary(&settings);
+        assert!(busy.cpu.client_saturated, "{text}");
+        assert!(text.contains("loadgen busy 90% of the window, waiting for the server the rest: SATURATED"), "{text}");
+        assert!(text.contains("warning: loadgen's own core was saturated"), "{text}");
+        let json = serde_json::to_value(&busy).unwrap();
+        assert_eq!(json["cpu"]["client_saturated"], true);
+        assert!((json["cpu"]["cores_busy"].as_f64().unwrap() - 0.9).abs() < 1e-9);
+
+        let idle = report(0.5);
+        let text = idle.summary(&settings);
+        assert!(!idle.cpu.client_saturated);
+        assert!(text.contains("busy 50% of the window, waiting for the server the rest: not saturated"), "{text}");
+        assert!(!text.contains("warning"), "{text}");
     }
 
     #[test]

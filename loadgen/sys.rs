@@ -1,6 +1,7 @@
 //! The few Linux calls the standard library and socket2 do not wrap:
-//! CPU time (`getrusage`), a nanosecond timer for mio (`timerfd`), and
-//! `IP_BIND_ADDRESS_NO_PORT` for connecting from several source addresses.
+//! CPU time (`getrusage`), a nanosecond timer for mio (`timerfd`),
+//! `IP_BIND_ADDRESS_NO_PORT` for connecting from several source addresses,
+//! and the terminal's width for the live line (`TIOCGWINSZ`).
 
 use std::{
     io,
@@ -82,6 +83,10 @@ impl Timer {
 
     /// Fires once at `deadline_ns` ([`wsloop::clock::monotonic_ns`] time),
     /// replacing any earlier setting. A deadline in the past fires at once.
+    ///
+    /// Setting the timer also clears a past expiry, and edge-triggered
+    /// epoll reports every new one, so the descriptor is never read: that
+    /// saves a `read` per open-loop wakeup.
     pub fn fire_at(&self, deadline_ns: u64) -> io::Result<()> {
         let deadline_ns = deadline_ns.max(1); // zero would disarm it
         let spec = libc::itimerspec {
@@ -99,13 +104,6 @@ impl Timer {
         }
         Ok(())
     }
-
-    /// Consumes the expiry so the (edge-triggered) descriptor can fire again.
-    pub fn acknowledge(&self) {
-        let mut expirations = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into our buffer; EAGAIN (not fired) is fine.
-        unsafe { libc::read(self.fd.as_raw_fd(), expirations.as_mut_ptr().cast(), expirations.len()) };
-    }
 }
 
 impl Source for Timer {
@@ -120,6 +118,15 @@ impl Source for Timer {
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         SourceFd(&self.fd.as_raw_fd()).deregister(registry)
     }
+}
+
+/// The width of the terminal on stderr, in columns, if it is one.
+pub fn stderr_columns() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ only writes the winsize struct we pass; all-zero is valid.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: as above, on our own stderr descriptor.
+    let rc = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
 }
 
 /// Starts a non-blocking TCP connect to `target`, from `source` if given.
@@ -174,18 +181,26 @@ mod tests {
         assert!(CpuTime::process().total_ns() >= after.total_ns());
     }
 
+    /// Re-arming without reading the expiry count fires again, and an
+    /// expiry not re-armed is reported once (edge-triggered), not forever.
     #[test]
-    fn timer_fires_and_rearms() {
+    fn timer_fires_and_rearms_without_being_read() {
         let mut poll = mio::Poll::new().unwrap();
         let mut events = mio::Events::with_capacity(4);
         let mut timer = Timer::new().unwrap();
         poll.registry().register(&mut timer, Token(7), Interest::READABLE).unwrap();
-        for _ in 0..2 {
+        let wait = Some(std::time::Duration::from_secs(5));
+        for _ in 0..3 {
             timer.fire_at(wsloop::clock::monotonic_ns() + 1_000_000).unwrap();
-            poll.poll(&mut events, Some(std::time::Duration::from_secs(5))).unwrap();
+            poll.poll(&mut events, wait).unwrap();
             assert_eq!(events.iter().next().map(|e| e.token()), Some(Token(7)));
-            timer.acknowledge();
         }
+        // A deadline already past fires at once, also without a read before.
+        timer.fire_at(1).unwrap();
+        poll.poll(&mut events, wait).unwrap();
+        assert_eq!(events.iter().next().map(|e| e.token()), Some(Token(7)));
+        poll.poll(&mut events, Some(std::time::Duration::from_millis(20))).unwrap();
+        assert!(events.is_empty(), "an expiry is reported once");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 # target/bench-echo/results.json. "Core busy" comes from /proc/stat and
 # includes softirq time (much of loopback TCP's work), which per-process
 # accounting misses; it is the figure that says whether a side was saturated.
+# Exits 1 (after the table) if any loadgen run failed.
 #
 # Environment: RUNS (3), DURATION (5s), WARMUP (1s), CONNECTIONS (500),
 #   SIZES ("512 1024 8192 16384"),
@@ -31,7 +32,8 @@ rm -f "$out"/*.json "$out"/*.log
 
 [ "$(nproc)" -ge 2 ] || { echo "bench-echo.sh: needs 2 CPUs (server and loadgen each on its own)" >&2; exit 1; }
 echo "bench-echo.sh: building (release)"
-build_servers
+build_servers $servers
+print_machine
 trap stop_server EXIT
 seconds() { python3 -c "import sys; from re import match; m = match(r'([0-9.]+)(ms|s)?$', sys.argv[1]); print(float(m[1]) / (1000 if m[2] == 'ms' else 1))" "$1"; }
 window=$(seconds "$duration")
@@ -122,4 +124,8 @@ for w in warnings:
 json.dump({"date": str(datetime.date.today()), "machine": f"{os.cpu_count()} x {cpu}", "kernel": platform.release(),
            "summary": summary, "runs": reports}, open(f"{out}/results.json", "w"), indent=1)
 print(f"\nall runs: {out}/results.json")
+failed = [f"{r['bench']['server']} {r['bench']['size']} B run {r['bench']['run']} (loadgen exit {r['bench']['loadgen_exit']})"
+          for r in reports if r["bench"]["loadgen_exit"] != 0]
+if failed:
+    sys.exit("bench-echo.sh: FAILED: " + ", ".join(failed))
 PY

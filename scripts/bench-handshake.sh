@@ -4,30 +4,36 @@
 # RUNS runs. loadgen closes with a close handshake and lets the server end the
 # TCP connection, so TIME_WAIT stays on the server side and client ports last.
 #
-# Environment: RUNS (3), DURATION (5s), CONNECTIONS (64 open at a time),
+# Environment: RUNS (3), DURATION (5s), WARMUP (1s), CONNECTIONS (64 open at a time),
 #   SERVERS ("wsloop minimal fastwebsockets tokio-tungstenite-4k").
-# Output: a table, and target/bench-handshake/results.json.
+# Output: the machine, a table, and target/bench-handshake/results.json.
+# Exits 1 if any loadgen run failed (after the table).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 source scripts/lib/servers.sh
 runs=${RUNS:-3}
 duration=${DURATION:-5s}
+warmup=${WARMUP:-1s}
 connections=${CONNECTIONS:-64}
 servers=${SERVERS:-wsloop minimal fastwebsockets tokio-tungstenite-4k}
 out=target/bench-handshake
 mkdir -p "$out"
 rm -f "$out"/*.json
-build_servers
+build_servers $servers
+print_machine
 trap stop_server EXIT
 hz=$(getconf CLK_TCK)
+failed=()
 for run in $(seq "$runs"); do
   for server in $servers; do
     tag="$server-$run"
     start_server "$server" "$out/$tag.log" taskset -c 0
     ticks0=$(cpu_ticks "$SERVER_PID")
+    status=0
     taskset -c 1 target/release/loadgen --url "ws://$SERVER_ADDR/" --mode churn -c "$connections" --size 64 \
-      --duration "$duration" --warmup 1s --quiet --json "$out/$tag.json" >/dev/null || true
+      --duration "$duration" --warmup "$warmup" --quiet --json "$out/$tag.json" >/dev/null || status=$?
+    [ "$status" -eq 0 ] || failed+=("$tag (loadgen exit $status)")
     ticks1=$(cpu_ticks "$SERVER_PID")
     stop_server
     python3 - "$out/$tag.json" "$ticks0" "$ticks1" "$hz" <<'PY'
@@ -65,3 +71,7 @@ for server in [s for s in order if s in groups]:
                     "p99_us": lat["p99"], "failures": failures, "runs": [r["handshake"]["per_s"] for r in rs]})
 json.dump({"date": str(datetime.date.today()), "summary": summary}, open(f"{out}/results.json", "w"), indent=1)
 PY
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'bench-handshake.sh: FAILED: %s\n' "${failed[@]}" >&2
+  exit 1
+fi

@@ -8,9 +8,11 @@
 # measures the machine itself: a spin loop (scripts/stalls.py) on CPU 1 with
 # nothing else running, counting gaps over 1 ms.
 #
-# Environment: RATES ("50k 100k"), RUNS (3), DURATION (10s), CONNECTIONS (2000),
-#   SERVERS ("wsloop minimal fastwebsockets").
-# Output: a table, and target/bench-latency/results.json.
+# Environment: RATES ("50k 100k"), RUNS (3), DURATION (10s), WARMUP (2s),
+#   CONNECTIONS (2000), SERVERS ("wsloop minimal fastwebsockets"),
+#   STALL_SECONDS (10: how long the machine's own stalls are measured).
+# Output: the machine, a table, and target/bench-latency/results.json.
+# Exits 1 if any loadgen run failed (after the table).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -18,24 +20,30 @@ source scripts/lib/servers.sh
 rates=${RATES:-50k 100k}
 runs=${RUNS:-3}
 duration=${DURATION:-10s}
+warmup=${WARMUP:-2s}
+stall_seconds=${STALL_SECONDS:-10}
 connections=${CONNECTIONS:-2000}
 servers=${SERVERS:-wsloop minimal fastwebsockets}
 out=target/bench-latency
 mkdir -p "$out"
 rm -f "$out"/*.json
-build_servers
+build_servers $servers
+print_machine
 trap stop_server EXIT
 
-echo "bench-latency.sh: the machine's own stalls (10 s spin on CPU 1, idle machine)"
-taskset -c 1 python3 scripts/stalls.py 10 | tee "$out/stalls.json"
+echo "bench-latency.sh: the machine's own stalls ($stall_seconds s spin on CPU 1, idle machine)"
+taskset -c 1 python3 scripts/stalls.py "$stall_seconds" | tee "$out/stalls.json"
 
+failed=()
 for rate in $rates; do
   for run in $(seq "$runs"); do
     for server in $servers; do
       tag="$server-$rate-$run"
       start_server "$server" "$out/$tag.log" taskset -c 0
+      status=0
       taskset -c 1 target/release/loadgen --url "ws://$SERVER_ADDR/" --mode rate -c "$connections" --rate "$rate" \
-        --size 512 --duration "$duration" --warmup 2s --quiet --json "$out/$tag.json" >/dev/null || true
+        --size 512 --duration "$duration" --warmup "$warmup" --quiet --json "$out/$tag.json" >/dev/null || status=$?
+      [ "$status" -eq 0 ] || failed+=("$tag (loadgen exit $status)")
       stop_server
       printf '  %-16s %5s/s run %s: p50 %s us\n' "$server" "$rate" "$run" \
         "$(python3 -c "import json; print(round(json.load(open('$out/$tag.json'))['latency_us']['p50']))")"
@@ -73,3 +81,7 @@ for rate in sorted({k[0] for k in groups}, key=lambda r: float(r.rstrip("k")) * 
               f"{row['p99_9']:.0f} | {row['max']:.0f} | {row['uncorrected_p99']:.0f} | {row['errors']} |")
 json.dump({"date": str(datetime.date.today()), "stalls": stalls, "summary": summary}, open(f"{out}/results.json", "w"), indent=1)
 PY
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'bench-latency.sh: FAILED: %s\n' "${failed[@]}" >&2
+  exit 1
+fi

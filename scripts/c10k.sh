@@ -9,8 +9,10 @@
 # Server (SERVER, default wsloop) pinned to CPU 0, loadgen to CPU 1.
 #
 # Usage: scripts/c10k.sh [CONNECTIONS] [IDLE_SECONDS]   (default 10000 30)
-# Environment: SERVER (wsloop), RATE (50k: open-loop rate at full scale).
-# Output: a summary, and target/c10k/summary.json with loadgen's reports.
+# Environment: SERVER (wsloop), RATE (50k: open-loop rate at full scale),
+#   ACTIVE (500 active connections for the echo runs), DURATION (8s per echo
+#   run, 10s for the open-loop run), WARMUP (2s).
+# Output: the machine, a summary, and target/c10k/summary.json with loadgen's reports.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -19,10 +21,15 @@ connections=${1:-10000}
 idle_seconds=${2:-30}
 server=${SERVER:-wsloop}
 rate=${RATE:-50k}
+active=${ACTIVE:-500}
+echo_duration=${DURATION:-8s}
+rate_duration=${DURATION:-10s}
+warmup=${WARMUP:-2s}
 out=target/c10k
 mkdir -p "$out"
 scripts/limits.sh "$connections" || { echo "c10k.sh: raise the limits above first" >&2; exit 1; }
-build_servers
+build_servers "$server"
+print_machine
 trap stop_server EXIT
 start_server "$server" "$out/server.log" taskset -c 0
 lg() { taskset -c 1 target/release/loadgen --url "ws://$SERVER_ADDR/" --quiet "$@"; }
@@ -36,33 +43,39 @@ fds_before=$(ls "/proc/$SERVER_PID/fd" | wc -l)
 echo "c10k.sh: $connections idle connections for ${idle_seconds}s against $server"
 lg --mode idle -c "$connections" --duration "${idle_seconds}s" --warmup 0 --json "$out/idle.json" >/dev/null &
 idle=$!
-sleep "$(python3 -c "print($idle_seconds / 2 + 3)")"
+for _ in $(seq 150); do  # until they are all open (the ramp), then halfway through the hold
+  [ "$(ls "/proc/$SERVER_PID/fd" | wc -l)" -ge "$connections" ] && break
+  sleep 0.2
+done
+sleep "$(python3 -c "print($idle_seconds / 2)")"
 rss_held=$(rss_kib "$SERVER_PID")
 fds_held=$(ls "/proc/$SERVER_PID/fd" | wc -l)
 wait "$idle"
 sleep 1
 
-active=500
 idle_count=$((connections - active))
 echo "c10k.sh: echo on $active active connections, alone"
-lg --mode echo -c "$active" --duration 8s --warmup 2s --json "$out/echo-alone.json" >/dev/null
+lg --mode echo -c "$active" --duration "$echo_duration" --warmup "$warmup" --json "$out/echo-alone.json" >/dev/null
 echo "c10k.sh: echo on $active active connections beside $idle_count idle ones"
 # Not through lg(): $! must be loadgen itself (taskset execs it) for the SIGINT below.
 taskset -c 1 target/release/loadgen --url "ws://$SERVER_ADDR/" --quiet --mode idle -c "$idle_count" --duration 60s \
-  --warmup 0 --json "$out/idle-beside.json" >/dev/null &
+  --warmup 0 --json "$out/idle-beside.json" >/dev/null 2>"$out/idle-beside.err" &
 beside=$!
 for _ in $(seq 100); do  # until the idle ones are all open
   [ "$(ls "/proc/$SERVER_PID/fd" | wc -l)" -ge "$idle_count" ] && break
   sleep 0.2
 done
-lg --mode echo -c "$active" --duration 8s --warmup 2s --json "$out/echo-beside.json" >/dev/null
+lg --mode echo -c "$active" --duration "$echo_duration" --warmup "$warmup" --json "$out/echo-beside.json" >/dev/null
 kill -INT "$beside" 2>/dev/null || true
-wait "$beside" || true
+# Interrupted as asked: exit 3 (0 if it had ended on its own); anything else is a fault.
+status=0
+wait "$beside" || status=$?
+[ "$status" -eq 0 ] || [ "$status" -eq 3 ] || { echo "c10k.sh: the idle connections beside failed (loadgen exit $status)" >&2; exit 1; }
 sleep 1
 echo "c10k.sh: echo on all $connections connections"
-lg --mode echo -c "$connections" --duration 8s --warmup 2s --json "$out/echo.json" >/dev/null
+lg --mode echo -c "$connections" --duration "$echo_duration" --warmup "$warmup" --json "$out/echo.json" >/dev/null
 echo "c10k.sh: open loop, $rate msgs/s over $connections connections"
-lg --mode rate -c "$connections" --rate "$rate" --duration 10s --warmup 2s --json "$out/rate.json" >/dev/null
+lg --mode rate -c "$connections" --rate "$rate" --duration "$rate_duration" --warmup "$warmup" --json "$out/rate.json" >/dev/null
 
 python3 - "$out" "$server" "$connections" "$rss_before" "$rss_held" "$fds_before" "$fds_held" <<'PY'
 import json, sys

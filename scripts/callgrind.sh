@@ -8,8 +8,10 @@
 # is the steady-state cost per message. Kernel time is not counted.
 #
 # Usage: scripts/callgrind.sh [SERVER]   (default wsloop)
-# Environment: CONNECTIONS (100), SIZE (512), SHORT (20000), LONG (120000) messages.
-# Output: the figure, the top functions of the long run, and
+# Environment: CONNECTIONS (100), SIZE (512), SHORT (20000), LONG (120000) messages,
+#   PROFILE (profiling: wsloop built with symbols and line info; release
+#   skips that build: the count is the same, the annotation has no lines).
+# Output: the machine, the figure, the top functions of the long run, and
 # target/callgrind/<server>-<messages>.out for callgrind_annotate or kcachegrind.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,35 +22,38 @@ connections=${CONNECTIONS:-100}
 size=${SIZE:-512}
 short=${SHORT:-20000}
 long=${LONG:-120000}
+profile=${PROFILE:-profiling}
 out=target/callgrind
 mkdir -p "$out"
 command -v valgrind >/dev/null || { echo "callgrind.sh: needs valgrind (Debian: apt-get install valgrind)" >&2; exit 1; }
-build_servers
+build_servers "$server"
 # Symbols for the annotation: the profiling profile is release plus debug info.
-if [ "$server" = wsloop ]; then
-  cargo build --quiet --profile profiling --bin wsloop
+if [ "$server" = wsloop ] && [ "$profile" != release ]; then
+  cargo build --quiet --profile "$profile" --bin wsloop
 fi
+print_machine
 trap stop_server EXIT
 
 instructions() {
   local messages=$1 file="$out/$server-$1.out"
   local command
   command=$(server_command "$server")
-  [ "$server" = wsloop ] && command=${command/release/profiling}
+  [ "$server" = wsloop ] && command=${command/release/$profile}
   # shellcheck disable=SC2086
   valgrind --tool=callgrind --callgrind-out-file="$file" $command >"$out/$server.log" 2>&1 &
   SERVER_PID=$!
   SERVER_ADDR=""
   for _ in $(seq 600); do
-    SERVER_ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$out/$server.log" | head -n1)
+    SERVER_ADDR=$(listen_addr "$out/$server.log")
     [ -n "$SERVER_ADDR" ] && break
     sleep 0.1
   done
   [ -n "$SERVER_ADDR" ] || { cat "$out/$server.log" >&2; exit 1; }
   target/release/loadgen --url "ws://$SERVER_ADDR/" --mode echo -c "$connections" --size "$size" \
-    --messages "$messages" --duration 600s --warmup 0 --connect-timeout 60s --quiet \
+    --messages "$messages" --duration 600s --warmup 0 --connect-timeout 60s --message-timeout 60s --quiet \
     --json "$out/loadgen-$messages.json" >/dev/null
-  stop_server
+  # Under valgrind the exit, which writes the profile, can take a while.
+  stop_server 60
 }
 
 instructions "$short"
@@ -68,4 +73,5 @@ print(f"{server}: {per:.0f} user-space instructions per echoed {size} B message 
 json.dump({"server": server, "instructions_per_message": per}, open(f"{out}/{server}.json", "w"), indent=1)
 PY
 echo "top functions (exclusive instructions, long run):"
-callgrind_annotate --inclusive=no "$out/$server-$long.out" 2>/dev/null | sed -n '/^Ir/,$p' | head -30
+# awk reads to the end: `| head` would stop early and fail the pipeline (SIGPIPE, exit 141).
+callgrind_annotate --inclusive=no "$out/$server-$long.out" 2>/dev/null | awk '/^Ir/ { on = 1 } on && shown++ < 30'

@@ -43,7 +43,8 @@ for spec in "${peers[@]}"; do
   server=$!
   addr=""
   for _ in $(seq 100); do
-    addr=$(sed -n 's/^listening on \([0-9.:]*\)$/\1/p' "$log" | head -n1)
+    # sed stops at the first match itself (`| head` could SIGPIPE sed under pipefail).
+    addr=$(sed -n '/^listening on [0-9.:]*$/{s/^listening on //p;q;}' "$log")
     [ -n "$addr" ] && break
     kill -0 "$server" 2>/dev/null || break
     sleep 0.1

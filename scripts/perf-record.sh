@@ -30,12 +30,13 @@ export PATH="$tools/bin:$PATH"
 
 cargo build --quiet --release --bin loadgen
 cargo build --quiet --profile profiling --bin wsloop
+print_machine
 command="$ROOT/target/profiling/wsloop --listen 127.0.0.1:0 --max-connections 100000"
 taskset -c 0 $command >"$out/wsloop.log" 2>&1 &
 SERVER_PID=$!
 trap stop_server EXIT
 for _ in $(seq 100); do
-  SERVER_ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$out/wsloop.log" | head -n1)
+  SERVER_ADDR=$(listen_addr "$out/wsloop.log")
   [ -n "$SERVER_ADDR" ] && break
   sleep 0.05
 done
@@ -47,7 +48,9 @@ loadgen=$!
 sleep 2
 # Hardware cycles where the machine has them, else the cpu-clock timer.
 event=cycles
-if ! perf stat -e cycles true >/dev/null 2>&1 || perf stat -e cycles true 2>&1 | grep -q "not supported"; then
+# (grep without -q reads all of perf's output: `grep -q` could exit first and
+# SIGPIPE perf, which pipefail reports as a failure of the whole test.)
+if ! perf stat -e cycles true >/dev/null 2>&1 || perf stat -e cycles true 2>&1 | grep "not supported" >/dev/null; then
   event=cpu-clock
 fi
 echo "perf-record.sh: recording $seconds s of the server (event $event)"

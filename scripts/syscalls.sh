@@ -22,7 +22,8 @@ long=${LONG:-250000}
 out=target/syscalls
 mkdir -p "$out"
 command -v perf >/dev/null || { echo "syscalls.sh: needs perf (Debian: apt-get install linux-perf)" >&2; exit 1; }
-build_servers
+build_servers "$server"
+print_machine
 trap stop_server EXIT
 
 # count MESSAGES: runs loadgen for MESSAGES messages against a fresh server

@@ -58,6 +58,12 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// run, rarely enough not to flood a log kept for weeks.
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The shortest `--stats-interval` (other than 0, off). When idle the loop
+/// looks at the clock only on its timeout sweep, up to 500 ms apart, so a
+/// shorter interval would silently run at the sweep's pace; one line a
+/// second is also more than a person reads.
+pub const MIN_STATS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Largest HTTP request head; a bigger one is answered with 431. Browsers send
 /// well under 2 KiB; 16 KiB leaves room for large cookies.
 pub const MAX_REQUEST_HEAD: usize = 16 << 10;
@@ -149,7 +155,7 @@ pub struct Config {
     #[arg(long, env = "WSLOOP_NO_LATENCY")]
     pub no_latency: bool,
 
-    /// Log one line of headline figures this often; 0 turns it off.
+    /// Log one line of headline figures this often, at least 1s; 0 turns it off.
     #[arg(long, env = "WSLOOP_STATS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub stats_interval: Duration,
 }
@@ -200,6 +206,13 @@ impl Config {
         }
         if !self.idle_timeout.is_zero() && self.idle_timeout < Duration::from_millis(100) {
             return Err("--idle-timeout must be 0 (off) or at least 100ms".into());
+        }
+        if !self.stats_interval.is_zero() && self.stats_interval < MIN_STATS_INTERVAL {
+            return Err(format!(
+                "--stats-interval {} is below the {} minimum (0 turns the stats line off)",
+                format_duration(self.stats_interval),
+                format_duration(MIN_STATS_INTERVAL)
+            ));
         }
         // Pending output (at most the backpressure limit plus one message) is
         // counted in a u32 per connection.
@@ -300,6 +313,24 @@ mod tests {
         assert!(cli.is_err());
         let cli = Cli::try_parse_from(["wsloop", "--idle-timeout", "1000h"]).unwrap();
         assert!(cli.config.validate().is_err());
+    }
+
+    /// The floor is refused below, accepted at, shown in `--help`; 0 stays "off".
+    #[test]
+    fn stats_interval_has_a_floor() {
+        let interval = |text: &str| Cli::try_parse_from(["wsloop", "--stats-interval", text]).unwrap().config;
+        let error = interval("1ms").validate().unwrap_err();
+        assert!(
+            error.contains("--stats-interval 1ms") && error.contains(&format_duration(MIN_STATS_INTERVAL)),
+            "{error}"
+        );
+        assert!(interval("999ms").validate().is_err());
+        assert!(interval(&format_duration(MIN_STATS_INTERVAL)).validate().is_ok());
+        assert!(interval("0").validate().is_ok());
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let line = help.lines().skip_while(|l| !l.contains("--stats-interval")).nth(1).unwrap_or_default();
+        assert!(line.contains(&format!("at least {}", format_duration(MIN_STATS_INTERVAL))), "{help}");
     }
 
     #[test]

@@ -165,15 +165,18 @@ impl<A: App> Server<A> {
     /// Binds the listeners `config` asks for and builds the loop around `app`.
     pub fn bind_with(config: Config, app: A) -> io::Result<Server<A>> {
         let options = listener::ListenOptions { backlog: config.backlog, reuse_port: config.reuse_port };
-        let listener = listener::bind(config.listen, options)?;
+        let listener = listener::bind(config.listen, options)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
         let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(
-                listener::bind(addr, ListenOptions { backlog: 128, reuse_port: config.reuse_port })
-                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on --metrics-listen {addr}: {e}")))?,
-            ),
+            Some(addr) => {
+                Some(listener::bind(addr, ListenOptions { backlog: 128, reuse_port: config.reuse_port }).map_err(
+                    |e| io::Error::new(e.kind(), format!("cannot listen on {addr} (--metrics-listen): {e}")),
+                )?)
+            }
             None => None,
         };
-        let mut server = Server::new(listener, config, app)?;
+        let mut server = Server::new(listener, config, app)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot set up the event loop: {e}")))?;
         if let Some(mut metrics_listener) = metrics_listener {
             server.poll.registry().register(&mut metrics_listener, token::METRICS_LISTENER, Interest::READABLE)?;
             server.metrics_listener = Some(metrics_listener);

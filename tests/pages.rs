@@ -167,7 +167,7 @@ fn metrics_listen_and_no_http_pages() {
 
 #[test]
 fn the_stats_line_is_logged_every_interval() {
-    let mut server = ServerProcess::start(&["--stats-interval", "200ms"]);
+    let mut server = ServerProcess::start(&["--stats-interval", "1s"]);
     let mut ws = connect(server.addr);
     ws.send(Message::text("x")).unwrap();
     assert_eq!(next_message(&mut ws), Message::text("x"));

@@ -12,10 +12,45 @@
 
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 
-# build_servers: release builds of wsloop, loadgen and the peers.
+# is_peer NAME: whether server NAME comes from the peers/ crate.
+is_peer() {
+  case "$1" in
+    wsloop | wsloop-no-latency) return 1 ;;
+    *) return 0 ;;
+  esac
+}
+
+# build_servers NAME...: release builds of wsloop and loadgen, and of the
+# peers/ crate only if one of the servers NAME is a peer (a cold peers build
+# takes minutes). Fails on an unknown name, before anything runs.
 build_servers() {
+  local name need_peers=no
+  for name in "$@"; do
+    server_command "$name" >/dev/null || return 1
+    if is_peer "$name"; then need_peers=yes; fi
+  done
   (cd "$ROOT" && cargo build --release --quiet --bin wsloop --bin loadgen)
-  if [ -f "$ROOT/peers/Cargo.toml" ]; then (cd "$ROOT" && cargo build --release --quiet --manifest-path peers/Cargo.toml); fi
+  if [ "$need_peers" = yes ]; then
+    [ -f "$ROOT/peers/Cargo.toml" ] || { echo "peers/Cargo.toml is missing: cannot build $*" >&2; return 1; }
+    (cd "$ROOT" && cargo build --release --quiet --manifest-path peers/Cargo.toml)
+  fi
+}
+
+# listen_addr LOG: the HOST:PORT of the first `listening on HOST:PORT` line
+# in LOG, or nothing. sed stops at that line itself: piping into `head`
+# instead would kill the writer with SIGPIPE, which `set -o pipefail` turns
+# into a failure (exit 141).
+listen_addr() {
+  sed -n '/listening on /{s/.*listening on \([0-9.:]*\).*/\1/p;q;}' "$1"
+}
+
+# print_machine: what the figures were measured on (the lscpu model line,
+# CPU count, kernel), for the output of every measuring script.
+print_machine() {
+  local model
+  model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' || true)
+  [ -n "$model" ] || model=$(sed -n '/^model name/{s/^model name[[:space:]]*: *//p;q;}' /proc/cpuinfo)
+  echo "machine: Model name: ${model:-unknown}; $(nproc) CPUs; Linux $(uname -r)"
 }
 
 # server_command NAME: the command line that runs server NAME on a free port.
@@ -54,7 +89,7 @@ start_process() {
   SERVER_PID=$!
   SERVER_ADDR=""
   for _ in $(seq 200); do
-    SERVER_ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$log" | head -n1)
+    SERVER_ADDR=$(listen_addr "$log")
     [ -n "$SERVER_ADDR" ] && return 0
     kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.05
@@ -64,11 +99,11 @@ start_process() {
   return 1
 }
 
-# stop_server: SIGTERM, then SIGKILL if it lingers.
+# stop_server [SECONDS]: SIGTERM, then SIGKILL if it lingers SECONDS (5).
 stop_server() {
   [ -n "${SERVER_PID:-}" ] || return 0
   kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 100); do
+  for _ in $(seq "$((${1:-5} * 20))"); do
     kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.05
   done

@@ -17,6 +17,7 @@
 //! - [`listener`]: the socket2 listener; accept-error classification.
 //! - [`token`], [`clock`]: token layout; the loop's coarse clock.
 //! - [`shutdown`]: signals and the stop handle.
+//! - [`bridge`]: rooms across processes through Redis pub/sub (its own threads).
 //! - [`metrics`], [`stats`]: counters and histograms per loop; their
 //!   `/stats` JSON, `/metrics` Prometheus text and log-line renderings.
 //! - [`http`], [`pages`]: plain HTTP routes and responses; the monitor page.
@@ -25,6 +26,7 @@
 //!   send times), shared so any tool can read it.
 
 pub mod app;
+pub mod bridge;
 pub mod clock;
 pub mod config;
 pub mod connection;

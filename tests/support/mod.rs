@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod loadgen;
+pub mod redis;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},

@@ -262,6 +262,9 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
     add("text_hello_bytewise", BIG, &[1; 10], one(Frame::text("Hello")));
     add("text_hello_then_eof", BIG | EOF, &[], one(Frame::text("Hello")));
     add("close_then_eof", BIG | EOF, &[], stream(&[Frame::text("x"), Frame::close(1000, b"")]));
+    // The close reply does not fit one write, and the peer half-closes: the
+    // rest of the reply must still go out (the gap the frames target found).
+    add("close_then_eof_slow_reader", BIG | EOF | budget(1), &[], one(Frame::close(1000, b"bye bye")));
     let whole = one(Frame::binary(vec![9u8; 300]));
     add("partial_frame_then_eof", BIG | EOF, &[], whole[..100].to_vec());
     add("eof_only", BIG | EOF, &[], Vec::new());

@@ -128,26 +128,33 @@ pub struct Decoded {
     pub end: usize,
 }
 
+/// A frame header: `(header length, masking key, payload length)`; `None`
+/// until the whole header is in `bytes`.
+pub fn parse_header(bytes: &[u8]) -> Option<(usize, Option<[u8; 4]>, u64)> {
+    let b1 = *bytes.get(1)?;
+    let (len, at) = match b1 & 0x7f {
+        126 => (u64::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?)), 4),
+        127 => (u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?), 10),
+        n => (u64::from(n), 2),
+    };
+    if b1 & 0x80 == 0 {
+        return Some((at, None, len));
+    }
+    Some((at + 4, Some(bytes.get(at..at + 4)?.try_into().ok()?), len))
+}
+
 /// Decodes the frame at the start of `bytes`; `None` if it is not complete
 /// (including a header announcing more than `bytes` could ever hold).
 pub fn decode(bytes: &[u8]) -> Option<Decoded> {
-    let (&b0, rest) = bytes.split_first()?;
-    let (&b1, rest) = rest.split_first()?;
-    let (len, rest) = match b1 & 0x7f {
-        126 => (u64::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)), &rest[2..]),
-        127 => (u64::from_be_bytes(rest.get(..8)?.try_into().ok()?), &rest[8..]),
-        n => (u64::from(n), rest),
-    };
-    let masked = b1 & 0x80 != 0;
-    let (mask, rest) =
-        if masked { (Some(<[u8; 4]>::try_from(rest.get(..4)?).ok()?), &rest[4..]) } else { (None, rest) };
+    let (header_len, mask, len) = parse_header(bytes)?;
     let len = usize::try_from(len).ok()?;
-    let mut payload = rest.get(..len)?.to_vec();
+    let end = header_len.checked_add(len)?;
+    let mut payload = bytes.get(header_len..end)?.to_vec();
     if let Some(mask) = mask {
         apply_mask(&mut payload, mask);
     }
-    let end = bytes.len() - rest.len() + len;
-    Some(Decoded { fin: b0 & 0x80 != 0, rsv: (b0 >> 4) & 7, opcode: b0 & 0xf, masked, payload, end })
+    let b0 = bytes[0];
+    Some(Decoded { fin: b0 & 0x80 != 0, rsv: (b0 >> 4) & 7, opcode: b0 & 0xf, masked: mask.is_some(), payload, end })
 }
 
 /// Every complete frame at the start of `bytes`, in order, and where the

@@ -7,8 +7,9 @@ use std::io::{self, IoSlice};
 use crate::socket::{Received, Transport};
 
 /// Input served from a prepared buffer one "wakeup" at a time; output
-/// appended to a buffer (or counted and thrown away).
-#[derive(Debug, Default)]
+/// appended to a buffer (or counted and thrown away), at most
+/// `write_budget` bytes per wakeup, as a peer that reads slowly would take.
+#[derive(Debug)]
 pub struct MemStream {
     pub input: Vec<u8>,
     /// Next byte to serve.
@@ -25,6 +26,27 @@ pub struct MemStream {
     pub discard_output: bool,
     /// Bytes written in all.
     pub written: usize,
+    /// Bytes the peer takes per wakeup (`usize::MAX`: all it is sent).
+    pub write_budget: usize,
+    /// What is left of the budget in this wakeup (reset by [`MemStream::next_wakeup`]).
+    pub writable: usize,
+}
+
+impl Default for MemStream {
+    fn default() -> Self {
+        MemStream {
+            input: Vec::new(),
+            pos: 0,
+            readable_until: 0,
+            max_read: 0,
+            eof_at_end: false,
+            output: Vec::new(),
+            discard_output: false,
+            written: 0,
+            write_budget: usize::MAX,
+            writable: usize::MAX,
+        }
+    }
 }
 
 impl MemStream {
@@ -32,6 +54,18 @@ impl MemStream {
     pub fn new(input: Vec<u8>) -> Self {
         let readable_until = input.len();
         MemStream { input, readable_until, ..MemStream::default() }
+    }
+
+    /// `bytes` arrive (and are readable); `eof`: the peer half-closes after them.
+    pub fn arrive(&mut self, bytes: &[u8], eof: bool) {
+        self.input.extend_from_slice(bytes);
+        self.readable_until = self.input.len();
+        self.eof_at_end = eof;
+    }
+
+    /// A new readiness event: the peer takes `write_budget` more bytes.
+    pub fn next_wakeup(&mut self) {
+        self.writable = self.write_budget;
     }
 }
 
@@ -49,13 +83,20 @@ impl Transport for MemStream {
     }
 
     fn send(&mut self, slices: &[IoSlice<'_>], total: usize) -> io::Result<usize> {
+        let taken = total.min(self.writable);
         if !self.discard_output {
+            let mut left = taken;
             for slice in slices {
-                self.output.extend_from_slice(slice);
+                let n = slice.len().min(left);
+                self.output.extend_from_slice(&slice[..n]);
+                left -= n;
             }
         }
-        self.written += total;
-        Ok(total)
+        if self.writable != usize::MAX {
+            self.writable -= taken;
+        }
+        self.written += taken;
+        Ok(taken)
     }
 
     fn may_read(&self) -> bool {
@@ -63,7 +104,7 @@ impl Transport for MemStream {
     }
 
     fn write_blocked(&self) -> bool {
-        false
+        self.writable == 0
     }
 }
 
@@ -96,8 +137,16 @@ impl Harness {
         }
     }
 
+    /// Sends what the connection has pending, as a WRITABLE event on a
+    /// connection that only has last words to deliver would.
+    pub fn flush(&mut self) -> std::io::Result<usize> {
+        self.stream.next_wakeup();
+        crate::outbox::flush(&mut self.stream, &mut self.outbox, &mut self.cork, &[])
+    }
+
     /// One wakeup: exactly what a readable event runs on an open connection.
     pub fn wakeup<A: crate::app::App>(&mut self, app: &mut A) -> crate::wakeup::Served {
+        self.stream.next_wakeup();
         let config = &self.config;
         let limits = crate::protocol::Limits {
             max_frame: config.effective_max_frame_size() as u64,

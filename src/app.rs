@@ -245,6 +245,11 @@ impl Ctx<'_> {
         }
     }
 
+    /// [`Ctx::publish`] of a text message.
+    pub fn publish_text(&mut self, room: &str, text: &str) {
+        self.publish(room, Kind::Text, text.as_bytes());
+    }
+
     /// [`Ctx::publish`] to a room by id (no name lookup).
     #[inline]
     pub fn publish_to(&mut self, room: RoomId, kind: Kind, data: &[u8]) {

@@ -33,8 +33,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(config: Config) -> TestServer {
+        let app = wsloop::modes::Builtin::for_config(&config);
+        Self::start_app(config, app)
+    }
+
+    /// A server running `app` (an application as a user writes one).
+    pub fn start_app<A: wsloop::app::App + Send + 'static>(config: Config, app: A) -> TestServer {
         let config = Config { listen: "127.0.0.1:0".parse().unwrap(), ..config };
-        let mut server = Server::bind(config).expect("bind 127.0.0.1:0");
+        let mut server = Server::bind_with(config, app).expect("bind 127.0.0.1:0");
         let addr = server.local_addr();
         let stop = server.stop_handle();
         let thread = std::thread::spawn(move || server.run().expect("event loop"));

@@ -15,7 +15,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use crate::{
-    fanout::{Origin, Publish},
+    fanout::{Origin, Publish, Target},
     metrics::Metrics,
     outbox::Cork,
     protocol::Kind,
@@ -236,13 +236,14 @@ impl Ctx<'_> {
     }
 
     /// Publishes a message to every member of the room called `room` (this
-    /// connection too, if it is one). Nothing happens if the room has no
-    /// members.
+    /// connection too, if it is one), on every loop (and, with `--redis`,
+    /// every process).
     pub fn publish(&mut self, room: &str, kind: Kind, data: &[u8]) {
-        match self.rooms.find(room) {
-            Some(id) => self.publish_to(id, kind, data),
-            None => self.metrics.rooms.published_websocket += 1,
-        }
+        let to = match self.rooms.find(room) {
+            Some(id) => Target::Room(id),
+            None => Target::Named(room.into()),
+        };
+        self.publish_at(to, kind, data);
     }
 
     /// [`Ctx::publish`] of a text message.
@@ -253,9 +254,13 @@ impl Ctx<'_> {
     /// [`Ctx::publish`] to a room by id (no name lookup).
     #[inline]
     pub fn publish_to(&mut self, room: RoomId, kind: Kind, data: &[u8]) {
+        self.publish_at(Target::Room(room), kind, data);
+    }
+
+    fn publish_at(&mut self, to: Target, kind: Kind, data: &[u8]) {
         self.metrics.rooms.published_websocket += 1;
         let frame = self.metrics.fanout.frame(kind, data);
-        self.published.push(Publish { room, frame, origin: Origin::WebSocket });
+        self.published.push(Publish { to, kind, frame, origin: Origin::WebSocket });
     }
 }
 

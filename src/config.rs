@@ -222,6 +222,24 @@ pub struct Config {
     /// Turn on POST /publish/ROOM, which then needs `Authorization: Bearer TOKEN`.
     #[arg(long, env = "WSLOOP_PUBLISH_TOKEN", hide_env_values = true, value_parser = parse_secret)]
     pub publish_token: Option<Secret>,
+
+    /// Event loops (threads), each with its own SO_REUSEPORT listener on the
+    /// address; rooms span them.
+    #[arg(long, env = "WSLOOP_WORKERS", default_value_t = 1, value_parser = parse_positive_count)]
+    pub workers: usize,
+
+    /// Join rooms across processes through Redis pub/sub, e.g. redis://127.0.0.1:6379/0.
+    #[arg(long, env = "WSLOOP_REDIS", hide_env_values = true, value_parser = parse_redis_url)]
+    pub redis: Option<Secret>,
+
+    /// Prefix of the Redis channel names, so deployments can share a Redis.
+    #[arg(long, env = "WSLOOP_REDIS_PREFIX", default_value = crate::bridge::DEFAULT_PREFIX)]
+    pub redis_prefix: String,
+
+    /// Messages waiting to be published to Redis at most; beyond, they are dropped and counted.
+    #[arg(long, env = "WSLOOP_REDIS_QUEUE", default_value_t = crate::bridge::DEFAULT_QUEUE,
+          value_parser = parse_positive_count)]
+    pub redis_queue: usize,
 }
 
 impl Default for Config {
@@ -248,9 +266,17 @@ impl Default for Config {
             max_rooms: DEFAULT_MAX_ROOMS,
             max_rooms_per_connection: DEFAULT_MAX_ROOMS_PER_CONNECTION,
             publish_token: None,
+            workers: 1,
+            redis: None,
+            redis_prefix: crate::bridge::DEFAULT_PREFIX.to_string(),
+            redis_queue: crate::bridge::DEFAULT_QUEUE,
         }
     }
 }
+
+/// Most loops one process runs: far more than the cores of any machine
+/// (each loop is a thread meant to have a core to itself).
+const MAX_WORKERS: usize = 256;
 
 /// The longest timeout the loop's millisecond clock can measure: its ticks are
 /// `u32` and compared with wrapping arithmetic, which is exact for spans
@@ -271,6 +297,9 @@ impl Config {
             if value > MAX_TIMEOUT {
                 return Err(format!("{name} {} is longer than the 20-day maximum", format_duration(value)));
             }
+        }
+        if self.workers > MAX_WORKERS {
+            return Err(format!("--workers must be at most {MAX_WORKERS}"));
         }
         if !self.idle_timeout.is_zero() && self.idle_timeout < Duration::from_millis(100) {
             return Err("--idle-timeout must be 0 (off) or at least 100ms".into());
@@ -324,7 +353,17 @@ impl Config {
                 String::new()
             }
             + if self.publish_token.is_some() { ", publish on" } else { "" }
+            + &if self.workers > 1 { format!(", workers {}", self.workers) } else { String::new() }
+            + if self.redis.is_some() { ", redis on" } else { "" }
     }
+}
+
+/// A Redis URL may carry a password: it is kept as a [`Secret`].
+fn parse_redis_url(text: &str) -> Result<Secret, String> {
+    if !text.starts_with("redis://") {
+        return Err("must be redis://HOST:PORT[/DB] (rediss:// is not supported)".into());
+    }
+    Ok(Secret(text.to_string()))
 }
 
 fn parse_secret(text: &str) -> Result<Secret, String> {

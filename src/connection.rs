@@ -37,9 +37,10 @@ use crate::{
     app::{App, ConnectionId, Request},
     clock::{self, Tick},
     config::{Config, SlowConsumer},
-    fanout::{Delivered, Origin, Publish},
+    fanout::{Delivered, Origin, Publish, Target},
     handshake::{self, Decision, Failure, Head, Policy, PublishRequest, Refusal, RefusalKind},
     http::{Response, Routes},
+    hub::Hub,
     metrics::Metrics,
     outbox::{self, Outbox},
     pages,
@@ -62,6 +63,9 @@ pub struct Context<'a> {
     pub registry: &'a Registry,
     pub config: &'a Config,
     pub policy: &'a Policy,
+    /// With other loops: the hub they share, and this loop's index (the
+    /// pages show the process; a publish waits for every loop's counts).
+    pub hub: Option<(&'a Hub, usize)>,
     /// The loop clock at this wakeup, as an `Instant` (for the pages).
     pub now_instant: Instant,
     /// When the server started, and where it listens (for the pages).
@@ -109,9 +113,9 @@ enum State {
     Handshaking(Handshaking),
     /// Reading a `POST /publish` body.
     Publishing(Box<Publishing>),
-    /// Its message is published: waiting for the loop's delivery counts
+    /// Its message is published: waiting for every loop's delivery counts
     /// ([`Connection::on_published`]) to answer.
-    Delivering,
+    Delivering(Delivering),
     /// Messages flow.
     Open(Open),
     /// We sent a close frame; reading until the peer's.
@@ -125,6 +129,13 @@ struct Handshaking {
     head: Vec<u8>,
     /// The routes this connection's listener serves.
     routes: Routes,
+}
+
+struct Delivering {
+    /// The counts so far.
+    counts: Delivered,
+    /// Loops that have not reported yet.
+    awaiting: usize,
 }
 
 struct Publishing {
@@ -223,6 +234,11 @@ impl Connection {
         }
     }
 
+    /// The connection's id (unique in its loop).
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
     /// Whether the connection is a WebSocket that is open (messages may be sent to it).
     pub fn is_open(&self) -> bool {
         matches!(self.state, State::Open(_))
@@ -278,7 +294,7 @@ impl Connection {
         let step = match self.state {
             State::Handshaking(_) => self.read_head(app, cx),
             State::Publishing(_) => self.read_body(cx),
-            State::Delivering => Step::Keep,
+            State::Delivering(_) => Step::Keep,
             State::Open(_) => self.serve_open(app, cx),
             State::Closing(_) => self.serve_closing(cx),
             State::Lingering(_) => self.serve_lingering(cx),
@@ -308,7 +324,7 @@ impl Connection {
     pub fn on_shutdown<A: App>(&mut self, token: Token, deadline: Tick, app: &mut A, cx: &mut Context<'_>) -> Step {
         let step = match self.state {
             State::Handshaking(_) | State::Publishing(_) => Step::Remove,
-            State::Delivering => Step::Keep,
+            State::Delivering(_) => Step::Keep,
             State::Open(_) => {
                 let step = self.start_close(CloseCode::Away.into(), "server shutting down", app, cx);
                 self.deadline = deadline;
@@ -431,8 +447,16 @@ impl Connection {
                     // with must not count it as an open connection.
                     self.stop_counting_open(cx.lent.metrics);
                     cx.lent.metrics.count_http_request(plain.route);
+                    // With other loops, the pages show the process.
+                    let process = cx.hub.map(|(hub, index)| hub.process_metrics(index, cx.lent.metrics));
+                    let (metrics, loops) = match &process {
+                        Some((metrics, loops)) => (metrics, loops.as_slice()),
+                        None => (&*cx.lent.metrics, &[][..]),
+                    };
                     let source = pages::Source {
-                        metrics: cx.lent.metrics,
+                        metrics,
+                        loops,
+                        redis: cx.hub.and_then(|(hub, _)| hub.bridge()).map(|bridge| bridge.stats()),
                         config: cx.config,
                         listen: cx.listen,
                         uptime: cx.now_instant.saturating_duration_since(cx.started),
@@ -482,7 +506,9 @@ impl Connection {
             let wanted = publishing.request.length - publishing.body.len();
             publishing.body.extend_from_slice(&cx.lent.rx[..n.min(wanted)]);
         }
-        let State::Publishing(publishing) = std::mem::replace(&mut self.state, State::Delivering) else {
+        let awaiting = cx.hub.map_or(1, |(hub, _)| hub.loops());
+        let delivering = Delivering { counts: Delivered::default(), awaiting };
+        let State::Publishing(publishing) = std::mem::replace(&mut self.state, State::Delivering(delivering)) else {
             return Step::Remove;
         };
         let Publishing { request, body } = *publishing;
@@ -490,23 +516,25 @@ impl Connection {
             let reason = "the body is not valid UTF-8, and Content-Type says text";
             return self.refuse(Refusal::new(RefusalKind::Publish, 400, reason), cx);
         }
-        let rooms = &mut cx.lent.metrics.rooms;
-        rooms.published_http += 1;
-        let Some(room) = cx.lent.rooms.find(&request.room) else {
-            // Nobody to deliver to.
-            return self.on_published(Delivered::default(), cx);
-        };
+        cx.lent.metrics.rooms.published_http += 1;
         let kind = if request.text { Kind::Text } else { Kind::Binary };
         let frame = cx.lent.metrics.fanout.frame(kind, &body);
-        cx.lent.published.push(Publish { room, frame, origin: Origin::Http { key: self.id.key() } });
+        let to = Target::Named(request.room.into());
+        cx.lent.published.push(Publish { to, kind, frame, origin: Origin::Http { id: self.id } });
         Step::Keep
     }
 
-    /// Answers a `POST /publish` with what became of its message.
+    /// Takes one loop's delivery counts for its `POST /publish`; answers
+    /// once every loop has reported.
     pub fn on_published(&mut self, counts: Delivered, cx: &mut Context<'_>) -> Step {
-        if !matches!(self.state, State::Delivering) {
+        let State::Delivering(delivering) = &mut self.state else { return Step::Keep };
+        delivering.counts.delivered += counts.delivered;
+        delivering.counts.dropped += counts.dropped;
+        delivering.awaiting = delivering.awaiting.saturating_sub(1);
+        if delivering.awaiting > 0 {
             return Step::Keep;
         }
+        let counts = delivering.counts;
         let body = format!("{{\"delivered\": {}, \"dropped\": {}}}\n", counts.delivered, counts.dropped);
         let response = Response::ok("application/json", body.into_bytes()).with_header("Cache-Control", "no-store");
         self.last_words(&response, cx)

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use crate::{
+    app::ConnectionId,
     metrics::new_latency_histogram,
     protocol::{writer, Kind},
     rooms::RoomId,
@@ -101,15 +102,26 @@ impl Fanout {
 pub enum Origin {
     /// A member's WebSocket message (or the application's `publish`).
     WebSocket,
-    /// `POST /publish`, from the connection under this slab key, which
-    /// waits for the delivery counts to answer.
-    Http { key: usize },
+    /// `POST /publish`, from this connection (of this loop), which waits
+    /// for the delivery counts to answer.
+    Http { id: ConnectionId },
+}
+
+/// The room a message is published to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A room of this loop (a member published to its own room).
+    Room(RoomId),
+    /// A room by name, which may have no member on this loop (`POST
+    /// /publish`, or an application publishing to any room).
+    Named(Arc<str>),
 }
 
 /// A message waiting to be fanned out to a room.
 #[derive(Debug)]
 pub struct Publish {
-    pub room: RoomId,
+    pub to: Target,
+    pub kind: Kind,
     pub frame: Bytes,
     pub origin: Origin,
 }

@@ -14,7 +14,7 @@ use std::{
 
 use clap::Parser;
 use tracing::{error, info, warn};
-use wsloop::{listener, Config, Ending, Server};
+use wsloop::{listener, modes::Builtin, process::Process, Config, Ending};
 
 /// Descriptors the server needs besides one per connection: stdio, epoll,
 /// the listeners, the signal pipe and the waker (about ten), and room for
@@ -53,24 +53,21 @@ fn main() -> ExitCode {
         Err(e) => warn!(error = %e, "cannot read or raise the open-file limit"),
     }
 
-    let mut server = match Server::bind(cli.config.clone()) {
-        Ok(server) => server,
+    let config = cli.config.clone();
+    let process = match Process::bind(cli.config.clone(), |_| Builtin::for_config(&config)) {
+        Ok(process) => process,
         Err(e) => {
             // The error names the address that failed (main or --metrics-listen).
             error!("{e}");
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = server.handle_signals() {
-        error!("cannot install signal handlers: {e}");
-        return ExitCode::from(1);
-    }
-    info!("listening on {} ({})", server.local_addr(), cli.config.summary());
-    if let Some(addr) = server.metrics_local_addr() {
+    info!("listening on {} ({})", process.local_addr(), cli.config.summary());
+    if let Some(addr) = process.metrics_local_addr() {
         info!("serving /metrics and /stats on {addr}");
     }
 
-    let summary = match server.run() {
+    let summary = match process.run() {
         Ok(summary) => summary,
         Err(e) => {
             error!("event loop failed: {e}");

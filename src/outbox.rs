@@ -216,6 +216,9 @@ pub fn flush<T: Transport>(socket: &mut T, outbox: &mut Outbox, cork: &mut Cork,
     if outbox.is_empty() && cork.segments.len() <= FEW && !socket.write_blocked() {
         return flush_few(socket, outbox, cork, input);
     }
+    if cork.is_empty() && outbox.chunks.len() <= FEW && !socket.write_blocked() {
+        return flush_pending(socket, outbox);
+    }
     let total = outbox.len + cork.len;
     let mut sent = 0;
     let mut result = Ok(());
@@ -279,6 +282,25 @@ fn flush_few<T: Transport>(socket: &mut T, outbox: &mut Outbox, cork: &mut Cork,
     }
     cork.clear();
     result
+}
+
+/// [`flush`] of the outbox alone when it holds a few chunks: what a room
+/// member has after a fan-out (a shared frame or a few), the slices on the
+/// stack.
+#[inline]
+fn flush_pending<T: Transport>(socket: &mut T, outbox: &mut Outbox) -> io::Result<usize> {
+    if outbox.is_empty() {
+        return Ok(0);
+    }
+    let mut slices = [IoSlice::new(&[]); FEW];
+    let count = outbox.chunks.len();
+    for (i, (slice, chunk)) in slices.iter_mut().zip(&outbox.chunks).enumerate() {
+        let start = if i == 0 { outbox.front_sent } else { 0 };
+        *slice = IoSlice::new(&chunk[start..]);
+    }
+    let sent = socket.send(&slices[..count], outbox.len)?;
+    outbox.consume(sent);
+    Ok(sent)
 }
 
 /// Moves the cork's output after its first `sent` bytes into `outbox`:

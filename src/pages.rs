@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use crate::{
+    bridge::BridgeStats,
     config::Config,
     http::{Response, Route},
     metrics::Metrics,
@@ -16,7 +17,12 @@ pub const MONITOR_PAGE: &str = include_str!("monitor.html");
 
 /// What the responses are made from.
 pub struct Source<'a> {
+    /// The loop's figures, or the process's (all loops merged).
     pub metrics: &'a Metrics,
+    /// Open connections per loop, with `--workers` (empty otherwise).
+    pub loops: &'a [u64],
+    /// The Redis bridge's figures, with `--redis`.
+    pub redis: Option<BridgeStats>,
     pub config: &'a Config,
     pub listen: SocketAddr,
     pub uptime: Duration,
@@ -24,7 +30,10 @@ pub struct Source<'a> {
 
 /// The response to a plain request for `route`.
 pub fn respond(route: Route, method: &str, target: &str, source: &Source<'_>) -> Response {
-    let snapshot = || Snapshot::new(source.metrics, source.config, source.listen, source.uptime);
+    let snapshot = || {
+        Snapshot::new(source.metrics, source.config, source.listen, source.uptime)
+            .with_process(source.loops, source.redis)
+    };
     let mut response = match route {
         // Cross-origin isolation lets the page's performance.now() tick in
         // microseconds rather than 100 us steps; it loads nothing from elsewhere.

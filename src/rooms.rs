@@ -11,7 +11,7 @@
 //! connection, because a connection leaves its rooms before its slot is
 //! freed.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use slab::Slab;
 
@@ -59,7 +59,8 @@ pub struct Joined {
 
 #[derive(Debug)]
 struct Room {
-    name: Box<str>,
+    /// Shared with the messages that name the room across loops.
+    name: Arc<str>,
     generation: u32,
     /// Connection keys.
     members: Vec<u32>,
@@ -75,7 +76,7 @@ struct Seat {
 /// The rooms of one loop.
 #[derive(Debug)]
 pub struct Rooms {
-    by_name: HashMap<Box<str>, u32>,
+    by_name: HashMap<Arc<str>, u32>,
     rooms: Slab<Room>,
     /// Rooms created so far: the next room's generation.
     created: u32,
@@ -85,6 +86,9 @@ pub struct Rooms {
     memberships: usize,
     max_rooms: usize,
     max_per_connection: usize,
+    /// Rooms created (true) and freed (false) since [`Rooms::take_changes`],
+    /// when someone outside the loop needs them (the Redis bridge).
+    changes: Option<Vec<(Arc<str>, bool)>>,
 }
 
 impl Rooms {
@@ -97,7 +101,26 @@ impl Rooms {
             memberships: 0,
             max_rooms,
             max_per_connection,
+            changes: None,
         }
+    }
+
+    /// From now on, keep a list of the rooms created and freed.
+    pub fn track_changes(&mut self) {
+        self.changes.get_or_insert_with(Vec::new);
+    }
+
+    /// The rooms created (true) and freed (false) since the last call, in
+    /// order (empty unless [`Rooms::track_changes`]).
+    pub fn take_changes(&mut self, into: &mut Vec<(Arc<str>, bool)>) {
+        if let Some(changes) = &mut self.changes {
+            into.append(changes);
+        }
+    }
+
+    /// The shared name of `room`, if it still exists.
+    pub fn name_of(&self, room: RoomId) -> Option<Arc<str>> {
+        self.room(room).map(|r| r.name.clone())
     }
 
     /// Rooms that exist (have members).
@@ -170,9 +193,13 @@ impl Rooms {
                     return Err(RoomError::TooManyRooms);
                 }
                 self.created = self.created.wrapping_add(1);
-                let room = Room { name: name.into(), generation: self.created, members: Vec::new() };
+                let name: Arc<str> = name.into();
+                let room = Room { name: name.clone(), generation: self.created, members: Vec::new() };
                 let index = self.rooms.insert(room) as u32;
-                self.by_name.insert(name.into(), index);
+                self.by_name.insert(name.clone(), index);
+                if let Some(changes) = &mut self.changes {
+                    changes.push((name, true));
+                }
                 (index, true)
             }
         };
@@ -233,6 +260,9 @@ impl Rooms {
         }
         let room = self.rooms.remove(seat.room as usize);
         self.by_name.remove(&room.name);
+        if let Some(changes) = &mut self.changes {
+            changes.push((room.name, false));
+        }
         true
     }
 }

@@ -1,5 +1,5 @@
 //! Ways to stop the loop: SIGINT/SIGTERM, and a [`StopHandle`] for code that
-//! embeds the server (tests, a multi-loop supervisor).
+//! embeds the server (tests, and [`crate::process`] for its loops).
 //!
 //! Both only post a request; the loop itself carries it out between
 //! wakeups: the first request starts a graceful shutdown (stop accepting,
@@ -85,6 +85,11 @@ impl StopHandle {
         self.request.fetch_max(request, Ordering::SeqCst);
         // A failed wake means the loop is gone already.
         let _ = self.waker.wake();
+    }
+
+    /// The loop's waker (a loop has one): other loops wake it with it too.
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
     }
 
     /// The request posted since the last call (called by the loop on wake).

@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::{
+    bridge::BridgeStats,
     config::Config,
     handshake::{Failure, RefusalKind},
     http::Route,
@@ -38,6 +39,19 @@ pub struct Snapshot {
     /// The same over the last complete `--stats-interval` window.
     pub fanout_latency_recent: Latency,
     pub process: Process,
+    /// With `--workers`: open connections on each loop (the figures above
+    /// are the process's, all loops summed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loops: Vec<LoopInfo>,
+    /// With `--redis`: the bridge to other processes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<BridgeStats>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoopInfo {
+    pub index: usize,
+    pub connections: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +78,10 @@ pub struct ServerInfo {
     pub uptime_seconds: f64,
     /// False when started with `--no-latency` (the latency figures stay empty).
     pub latency_recording: bool,
+    /// `POST /publish` is on (`--publish-token` was given).
+    pub publish_enabled: bool,
+    /// Event loops (`--workers`).
+    pub workers: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -146,6 +164,8 @@ impl Snapshot {
                 listen: listen.to_string(),
                 uptime_seconds: uptime.as_secs_f64(),
                 latency_recording: !config.no_latency,
+                publish_enabled: config.publish_token.is_some(),
+                workers: config.workers,
             },
             connections: Connections {
                 open: m.connections_open,
@@ -191,7 +211,16 @@ impl Snapshot {
             fanout_latency: Latency::from(&m.fanout_latency_total()),
             fanout_latency_recent: Latency::from(&m.fanout_latency_window),
             process: Process::current(),
+            loops: Vec::new(),
+            redis: None,
         }
+    }
+
+    /// Adds what only a process of several loops, or with Redis, has.
+    pub fn with_process(mut self, loops: &[u64], redis: Option<BridgeStats>) -> Snapshot {
+        self.loops = loops.iter().enumerate().map(|(index, &connections)| LoopInfo { index, connections }).collect();
+        self.redis = redis;
+        self
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -345,6 +374,34 @@ impl Snapshot {
             &summary(&metrics.fanout_latency_total()),
         );
 
+        if !self.loops.is_empty() {
+            let per_loop: Vec<(String, f64)> =
+                self.loops.iter().map(|l| (format!("{{loop=\"{}\"}}", l.index), l.connections as f64)).collect();
+            family("wsloop_loop_connections", "gauge", "Connections open on each event loop.", &per_loop);
+        }
+        if let Some(r) = &self.redis {
+            family(
+                "wsloop_redis_connected",
+                "gauge",
+                "1 while the Redis bridge is connected.",
+                &one(u64::from(r.connected)),
+            );
+            family("wsloop_redis_published_total", "counter", "Messages published to Redis.", &one(r.published));
+            family("wsloop_redis_received_total", "counter", "Messages from other processes.", &one(r.received));
+            family(
+                "wsloop_redis_dropped_total",
+                "counter",
+                "Messages not published to Redis, by reason.",
+                &labelled(
+                    "reason",
+                    &mut [("queue_full", r.dropped_queue_full), ("redis_away", r.dropped_redis_away)]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v)),
+                ),
+            );
+            family("wsloop_redis_reconnects_total", "counter", "Times Redis was reached again.", &one(r.reconnects));
+            family("wsloop_redis_rooms", "gauge", "Rooms subscribed to at Redis.", &one(r.subscribed as u64));
+        }
         let p = &self.process;
         family(
             "process_resident_memory_bytes",

@@ -56,6 +56,16 @@ pub fn header(opcode: OpCode, len: usize) -> Header {
     Header { bytes, len }
 }
 
+/// The length of the header at the start of `frame`, a frame this module
+/// wrote (unmasked): 2 bytes, plus 2 or 8 of extended length.
+pub fn header_len(frame: &[u8]) -> usize {
+    match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    }
+}
+
 /// Appends a whole frame (header and payload) to `out`.
 pub fn put_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
     out.extend_from_slice(header(opcode, payload.len()).as_bytes());
@@ -110,6 +120,13 @@ mod tests {
         assert_eq!(header(text, 125).as_bytes(), [0x81, 125]);
         assert_eq!(header(data_opcode(Kind::Binary), 126).as_bytes(), [0x82, 126, 0, 126]);
         assert_eq!(header(text, 65536).as_bytes(), [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn header_len_reads_back_what_header_wrote() {
+        for len in [0, 125, 126, 65535, 65536] {
+            assert_eq!(header_len(header(PING, len).as_bytes()), header(PING, len).as_bytes().len());
+        }
     }
 
     #[test]

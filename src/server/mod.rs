@@ -21,6 +21,7 @@
 use std::{
     io,
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -28,14 +29,19 @@ use mio::{event::Event, net::TcpListener, Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{debug, error, info, warn};
 
+mod delivery;
+
+use delivery::Link;
+
 use crate::{
     app::{App, ConnectionId},
     clock::{self, Clock, Tick},
     config::Config,
-    connection::{Connection, Context, Delivery, Readiness, Step, CLOSE_GRACE},
-    fanout::{Delivered, Origin, Publish},
+    connection::{Connection, Context, Readiness, Step, CLOSE_GRACE},
+    fanout::Publish,
     handshake::{Policy, Refusal},
     http::Routes,
+    hub::Hub,
     listener::{self, ListenOptions},
     metrics::Metrics,
     modes::Builtin,
@@ -101,7 +107,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn context<'a>(&'a mut self, registry: &'a mio::Registry) -> Context<'a> {
+    fn context<'a>(&'a mut self, registry: &'a mio::Registry, link: Option<&'a Link>) -> Context<'a> {
         Context {
             lent: Lent {
                 rx: &mut self.rx,
@@ -119,6 +125,7 @@ impl Shared {
             registry,
             config: &self.config,
             policy: &self.policy,
+            hub: link.map(|link| (&*link.hub, link.index)),
             now_instant: self.clock.now_instant(),
             started: self.started,
             listen: self.listen,
@@ -149,6 +156,8 @@ pub struct Server<A = Builtin> {
     dirty: Vec<usize>,
     /// Room members found to be slow consumers during a fan-out, to close after it.
     slow: Vec<usize>,
+    /// With `--workers` or `--redis`: the hub this loop shares with the others.
+    link: Option<Link>,
     /// Accepting is paused until then (out of descriptors).
     accept_paused_until: Option<Tick>,
     next_sweep: Tick,
@@ -240,6 +249,7 @@ impl<A: App> Server<A> {
             again: Vec::new(),
             dirty: Vec::new(),
             slow: Vec::new(),
+            link: None,
             accept_paused_until: None,
             next_sweep: sweep_every,
             sweep_every,
@@ -277,6 +287,15 @@ impl<A: App> Server<A> {
         &self.shared.metrics
     }
 
+    /// Makes this loop loop `index` of the process whose loops share `hub`
+    /// (before it runs).
+    pub fn join_hub(&mut self, hub: Arc<Hub>, index: usize) {
+        if hub.bridge().is_some() {
+            self.shared.rooms.track_changes();
+        }
+        self.link = Some(Link::new(hub, index));
+    }
+
     /// Runs until shut down.
     pub fn run(&mut self) -> io::Result<Summary> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
@@ -301,8 +320,10 @@ impl<A: App> Server<A> {
                         self.on_request(request);
                     }
                     token::WAKER => {
+                        // One waker per loop: a stop request, or other loops' messages.
                         let request = self.stop.take_request();
                         self.on_request(request);
+                        self.take_inbox();
                     }
                     token => self.on_connection_event(token, event),
                 }
@@ -319,6 +340,7 @@ impl<A: App> Server<A> {
                 self.accept(Listener::Metrics);
             }
             self.drain();
+            self.post_outgoing();
             self.housekeeping();
         }
         Ok(self.summary())
@@ -336,7 +358,12 @@ impl<A: App> Server<A> {
             writable: event.is_writable() || event.is_write_closed() || event.is_error(),
             read_closed: event.is_read_closed(),
         };
-        let step = connection.on_ready(token, ready, &mut self.app, &mut self.shared.context(self.poll.registry()));
+        let step = connection.on_ready(
+            token,
+            ready,
+            &mut self.app,
+            &mut self.shared.context(self.poll.registry(), self.link.as_ref()),
+        );
         self.apply(key, step);
     }
 
@@ -351,77 +378,9 @@ impl<A: App> Server<A> {
         self.fan_out();
     }
 
-    /// Queues each message published since the last fan-out for every member
-    /// of its room: one shared frame, a reference per member; members that
-    /// had nothing pending are written at the end of the iteration
-    /// ([`Server::drain`]), once however many messages they got.
-    fn fan_out(&mut self) {
-        if self.shared.published.is_empty() {
-            return;
-        }
-        let (limit, policy) = (self.shared.config.max_backpressure, self.shared.config.slow_consumer);
-        let mut published = std::mem::take(&mut self.shared.published);
-        for publish in published.drain(..) {
-            let mut counts = Delivered::default();
-            for &key in self.shared.rooms.members(publish.room).unwrap_or(&[]) {
-                let key = key as usize;
-                let Some(connection) = self.connections.get_mut(key) else { continue };
-                match connection.deliver(&publish.frame, limit, policy) {
-                    Delivery::Queued { drain } => {
-                        counts.delivered += 1;
-                        if drain {
-                            self.dirty.push(key);
-                        }
-                    }
-                    Delivery::Skipped => counts.dropped += 1,
-                    Delivery::Slow => {
-                        counts.dropped += 1;
-                        self.slow.push(key);
-                    }
-                }
-            }
-            let rooms = &mut self.shared.metrics.rooms;
-            rooms.deliveries += counts.delivered;
-            rooms.deliveries_dropped += counts.dropped;
-            if let Origin::Http { key } = publish.origin {
-                self.answer_publish(key, counts);
-            }
-        }
-        // Keep the vector's memory for the next call.
-        self.shared.published = published;
-        for key in std::mem::take(&mut self.slow) {
-            let Some(connection) = self.connections.get_mut(key) else { continue };
-            let mut cx = self.shared.context(self.poll.registry());
-            let step = connection.close_slow_consumer(token::for_connection(key), &mut self.app, &mut cx);
-            self.apply(key, step);
-        }
-    }
-
-    /// Tells the `POST /publish` connection under `key` what became of its message.
-    fn answer_publish(&mut self, key: usize, counts: Delivered) {
-        let Some(connection) = self.connections.get_mut(key) else { return };
-        let mut cx = self.shared.context(self.poll.registry());
-        let step = connection.on_published(counts, &mut cx);
-        let step = connection.finish(token::for_connection(key), step, &mut cx);
-        if step == Step::Remove {
-            self.remove(key);
-        }
-    }
-
-    /// Writes what was delivered to room members in this iteration.
-    fn drain(&mut self) {
-        while !self.dirty.is_empty() {
-            for key in std::mem::take(&mut self.dirty) {
-                let Some(connection) = self.connections.get_mut(key) else { continue };
-                let step = connection.drain(token::for_connection(key), &mut self.shared.context(self.poll.registry()));
-                self.apply(key, step);
-            }
-        }
-    }
-
     fn remove(&mut self, key: usize) {
         if let Some(mut connection) = self.connections.try_remove(key) {
-            connection.on_remove(&mut self.app, &mut self.shared.context(self.poll.registry()));
+            connection.on_remove(&mut self.app, &mut self.shared.context(self.poll.registry(), self.link.as_ref()));
             // Dropping closes the socket, which also removes it from epoll.
             drop(connection);
             if self.accept_paused_until.is_some() {
@@ -442,7 +401,7 @@ impl<A: App> Server<A> {
                 token,
                 Readiness::default(),
                 &mut self.app,
-                &mut self.shared.context(self.poll.registry()),
+                &mut self.shared.context(self.poll.registry(), self.link.as_ref()),
             );
             self.apply(key, step);
         }
@@ -479,8 +438,11 @@ impl<A: App> Server<A> {
             };
             // Latency matters more than segment count for small messages.
             let _ = stream.set_nodelay(true);
-            let over_limit = which == Listener::Main
-                && self.shared.metrics.connections_open >= self.shared.config.max_connections as u64;
+            let own = self.shared.metrics.connections_open;
+            // --max-connections is for the process: with other loops, their
+            // last reported counts are added.
+            let open = self.link.as_ref().map_or(own, |link| link.hub.open_connections(link.index, own));
+            let over_limit = which == Listener::Main && open >= self.shared.config.max_connections as u64;
             let refusals_in_flight = self.connections.len() - self.shared.metrics.connections_open as usize;
             if over_limit && refusals_in_flight >= MAX_REFUSALS_IN_FLIGHT {
                 self.shared.metrics.count_refusal(crate::handshake::RefusalKind::TooManyConnections);
@@ -497,7 +459,7 @@ impl<A: App> Server<A> {
             }
             self.accepted += 1;
             let id = ConnectionId::new(key, self.accepted);
-            let mut cx = self.shared.context(self.poll.registry());
+            let mut cx = self.shared.context(self.poll.registry(), self.link.as_ref());
             if over_limit {
                 let refusal = Refusal::too_many_connections();
                 info!(%peer, status = 503, reason = refusal.response.reason(), "refused connection");
@@ -509,7 +471,7 @@ impl<A: App> Server<A> {
                     token,
                     ready,
                     &mut self.app,
-                    &mut self.shared.context(self.poll.registry()),
+                    &mut self.shared.context(self.poll.registry(), self.link.as_ref()),
                 );
                 self.apply(key, step);
             } else {
@@ -558,7 +520,7 @@ impl<A: App> Server<A> {
     /// `sweep_every` ms, instead of a timer per connection.
     fn sweep(&mut self) {
         let mut finished = Vec::new();
-        let mut cx = self.shared.context(self.poll.registry());
+        let mut cx = self.shared.context(self.poll.registry(), self.link.as_ref());
         for (key, connection) in self.connections.iter_mut() {
             if connection.on_tick(token::for_connection(key), &mut self.app, &mut cx) == Step::Remove {
                 finished.push(key);
@@ -566,6 +528,9 @@ impl<A: App> Server<A> {
         }
         for key in finished {
             self.remove(key);
+        }
+        if let Some(link) = &self.link {
+            link.hub.report(link.index, &self.shared.metrics);
         }
     }
 
@@ -599,7 +564,7 @@ impl<A: App> Server<A> {
                 token,
                 deadline,
                 &mut self.app,
-                &mut self.shared.context(self.poll.registry()),
+                &mut self.shared.context(self.poll.registry(), self.link.as_ref()),
             );
             self.apply(key, step);
         }
@@ -626,6 +591,9 @@ impl<A: App> Server<A> {
         let dropped = self.connections.len();
         for key in self.connections.iter().map(|(key, _)| key).collect::<Vec<_>>() {
             self.remove(key);
+        }
+        if let Some(link) = &self.link {
+            link.hub.report(link.index, &self.shared.metrics);
         }
         Summary { ended_by: self.ending.unwrap_or(Ending::Graceful), dropped, metrics: self.shared.metrics.clone() }
     }

@@ -1,0 +1,192 @@
+//! The hub: what the loops of one process share (`--workers`, `--redis`).
+//!
+//! Each loop keeps its own connections, rooms and metrics, and takes no lock
+//! on the per-message path; the hub is how they meet:
+//!
+//! - **Inboxes.** A loop hands another loop messages through its inbox (a
+//!   vector behind a mutex) and wakes it with its `mio::Waker` once per
+//!   batch: a loop collects what it has for each other loop during an
+//!   iteration and posts it at the end ([`Hub::post`]), one lock and one
+//!   wake per target, however many messages.
+//! - **One order per room.** Every room has an owner loop (a hash of its
+//!   name). A publish on any loop goes to the owner, which delivers it to
+//!   its own members and passes it on to every other loop in the order it
+//!   took it, so all members of a room, on all loops, see one order. The
+//!   frame travels by reference: framed once, by the loop that published it.
+//! - **Redis.** The owner is also the loop that hands a room's messages to
+//!   the bridge ([`crate::bridge`]), and messages from other processes go to
+//!   the owner first, so they join the same order.
+//! - **Figures.** Each loop leaves a copy of its metrics here at every sweep
+//!   (every half second or so), so that `/stats` and `/metrics` on any loop
+//!   show the process as a whole, and the open-connection counts that
+//!   `--max-connections` (a process-wide limit) is checked against.
+
+use std::{
+    hash::{BuildHasher, BuildHasherDefault, DefaultHasher},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use bytes::Bytes;
+use mio::Waker;
+
+use crate::{app::ConnectionId, bridge::Bridge, fanout::Delivered, metrics::Metrics, protocol::Kind};
+
+/// A message from one loop to another.
+#[derive(Debug)]
+pub enum Cross {
+    /// To a room's owner: put this message in the room's order, deliver it,
+    /// pass it on (and to Redis, unless it came from there).
+    Sequence { room: Arc<str>, kind: Kind, frame: Bytes, reply: Option<Reply>, from_redis: bool },
+    /// From a room's owner: deliver to this loop's members of the room.
+    Deliver { room: Arc<str>, frame: Bytes, reply: Option<Reply> },
+    /// A loop's share of a `POST /publish`'s deliveries, for the
+    /// connection waiting to answer it.
+    Delivered { to: ConnectionId, counts: Delivered },
+    /// From another process, through Redis: the owner frames it and
+    /// sequences it.
+    FromRedis { room: Arc<str>, kind: Kind, payload: Bytes },
+}
+
+/// Where a `POST /publish` waits for its delivery counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub loop_index: usize,
+    pub to: ConnectionId,
+}
+
+/// One loop, as the others see it.
+#[derive(Debug)]
+struct Slot {
+    inbox: Mutex<Vec<Cross>>,
+    waker: Arc<Waker>,
+    /// The loop's connections that count against `--max-connections`.
+    open: AtomicU64,
+    /// The loop's metrics as of its last sweep.
+    metrics: Mutex<Option<Metrics>>,
+}
+
+/// What the loops of a process share.
+pub struct Hub {
+    slots: Vec<Slot>,
+    bridge: Option<Bridge>,
+    /// Fixed hasher state, so every loop agrees on a room's owner.
+    hasher: BuildHasherDefault<DefaultHasher>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("loops", &self.slots.len()).field("redis", &self.bridge.is_some()).finish()
+    }
+}
+
+impl Hub {
+    /// A hub for loops woken by `wakers` (one per loop, in loop order), and
+    /// the bridge to other processes, if any.
+    pub fn new(wakers: Vec<Arc<Waker>>, bridge: Option<Bridge>) -> Hub {
+        let slots = wakers
+            .into_iter()
+            .map(|waker| Slot {
+                inbox: Mutex::new(Vec::new()),
+                waker,
+                open: AtomicU64::new(0),
+                metrics: Mutex::new(None),
+            })
+            .collect();
+        Hub { slots, bridge, hasher: BuildHasherDefault::default() }
+    }
+
+    /// Loops in the process.
+    pub fn loops(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The bridge to other processes, with `--redis`.
+    pub fn bridge(&self) -> Option<&Bridge> {
+        self.bridge.as_ref()
+    }
+
+    /// The bridge, to shut it down once the loops are done.
+    pub fn into_bridge(self) -> Option<Bridge> {
+        self.bridge
+    }
+
+    /// The loop that puts `room`'s messages in order.
+    pub fn owner(&self, room: &str) -> usize {
+        (self.hasher.hash_one(room) % self.slots.len() as u64) as usize
+    }
+
+    /// Hands `messages` to loop `to`, waking it if its inbox was empty (a
+    /// non-empty inbox has a wake on its way already).
+    pub fn post(&self, to: usize, messages: &mut Vec<Cross>) {
+        if messages.is_empty() {
+            return;
+        }
+        let slot = &self.slots[to];
+        let was_empty = match slot.inbox.lock() {
+            Ok(mut inbox) => {
+                let was_empty = inbox.is_empty();
+                inbox.append(messages);
+                was_empty
+            }
+            // A loop that panicked holding its inbox is gone: nothing to deliver to.
+            Err(_) => {
+                messages.clear();
+                return;
+            }
+        };
+        if was_empty {
+            // A failed wake means the loop is gone.
+            let _ = slot.waker.wake();
+        }
+    }
+
+    /// Takes what other loops posted to loop `index`, into `into` (whose
+    /// allocation is kept between calls).
+    pub fn take(&self, index: usize, into: &mut Vec<Cross>) {
+        if let Ok(mut inbox) = self.slots[index].inbox.lock() {
+            std::mem::swap(&mut *inbox, into);
+        }
+    }
+
+    /// Leaves loop `index`'s figures for the others.
+    pub fn report(&self, index: usize, metrics: &Metrics) {
+        let slot = &self.slots[index];
+        slot.open.store(metrics.connections_open, Ordering::Relaxed);
+        if let Ok(mut copy) = slot.metrics.lock() {
+            *copy = Some(metrics.clone());
+        }
+    }
+
+    /// Connections open in the process, counting loop `index` as `own`
+    /// (its live figure) and the others as of their last report.
+    pub fn open_connections(&self, index: usize, own: u64) -> u64 {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| if i == index { own } else { slot.open.load(Ordering::Relaxed) })
+            .sum()
+    }
+
+    /// The process's figures: loop `index`'s live `own`, merged with the
+    /// others' last reports; and each loop's open connections.
+    pub fn process_metrics(&self, index: usize, own: &Metrics) -> (Metrics, Vec<u64>) {
+        let mut total = own.clone();
+        let mut per_loop = Vec::with_capacity(self.slots.len());
+        for (i, slot) in self.slots.iter().enumerate() {
+            if i == index {
+                per_loop.push(own.connections_open);
+                continue;
+            }
+            per_loop.push(slot.open.load(Ordering::Relaxed));
+            if let Ok(copy) = slot.metrics.lock() {
+                if let Some(other) = copy.as_ref() {
+                    total.merge(other);
+                }
+            }
+        }
+        (total, per_loop)
+    }
+}

@@ -1,6 +1,12 @@
 """Functional echo check of a WebSocket echo server (a peer, or wsloop itself).
 
-Usage: python echo_check.py HOST:PORT   (run with the project's venv: scripts/pyenv.sh)
+Usage: python echo_check.py HOST:PORT [--ca FILE]   (run with the project's venv: scripts/pyenv.sh)
+  --ca FILE: the server speaks TLS (wss://) with a certificate that FILE (PEM)
+  signed; every check below then runs over TLS, and so do these:
+  - TLS 1.2 and TLS 1.3 each complete a handshake, ALPN http/1.1 is chosen
+    when offered, and a WebSocket echo works over each;
+  - a plain-text upgrade request on the TLS port gets no HTTP answer (the
+    connection ends, or a TLS alert comes back), and the server carries on.
 
 Checks, each on the server at HOST:PORT:
   - text and binary messages of 0, 125, 126, 65536 and 1 MiB bytes come back
@@ -23,6 +29,7 @@ import base64
 import hashlib
 import os
 import socket
+import ssl
 import sys
 import time
 
@@ -36,8 +43,8 @@ def text_of(n: int) -> str:
     return "".join(chr(ord("a") + i % 26) for i in range(n))
 
 
-async def echo_checks(uri: str) -> None:
-    async with connect(uri, compression=None, max_size=None, proxy=None, ping_interval=None) as ws:
+async def echo_checks(uri: str, tls: ssl.SSLContext | None = None) -> None:
+    async with connect(uri, compression=None, max_size=None, proxy=None, ping_interval=None, ssl=tls) as ws:
         for n in SIZES:
             payload = os.urandom(n)
             await ws.send(payload)
@@ -107,15 +114,26 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def raw_check(host: str, port: int) -> None:
-    """Request in two pieces, a 200-byte frame one byte at a time, then 16 MiB at once."""
+def upgrade_request(host: str, port: int) -> tuple[bytes, str]:
+    """An upgrade request for /, and its key."""
     key = base64.b64encode(os.urandom(16)).decode()
     request = (
         f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
-    with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return request, key
+
+
+def open_socket(host: str, port: int, tls: ssl.SSLContext | None) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return tls.wrap_socket(sock, server_hostname=host) if tls else sock
+
+
+def raw_check(host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+    """Request in two pieces, a 200-byte frame one byte at a time, then 16 MiB at once."""
+    request, key = upgrade_request(host, port)
+    with open_socket(host, port, tls) as sock:
         sock.sendall(request[:20])
         time.sleep(0.05)
         sock.sendall(request[20:])
@@ -156,15 +174,71 @@ def raw_check(host: str, port: int) -> None:
     print("  ok 16 MiB written whole before reading")
 
 
+def small_echo(sock: socket.socket, host: str, port: int) -> None:
+    """Upgrade on `sock`, then one masked binary frame must come back."""
+    request, _ = upgrade_request(host, port)
+    sock.sendall(request)
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(1)
+        assert chunk, "connection closed during the handshake"
+        response += chunk
+    assert response.startswith(b"HTTP/1.1 101"), f"handshake answered {response[:40]!r}"
+    payload, mask = os.urandom(100), os.urandom(4)
+    sock.sendall(bytes([0x82, 0x80 | 100]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    assert recv_exactly(sock, 2) == bytes([0x82, 100]), "echoed header differs"
+    assert recv_exactly(sock, 100) == payload, "echoed payload differs"
+
+
+def tls_checks(host: str, port: int, ca: str) -> None:
+    for version, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
+        context = ssl.create_default_context(cafile=ca)
+        context.minimum_version = context.maximum_version = version
+        context.set_alpn_protocols(["http/1.1"])
+        with open_socket(host, port, context) as sock:
+            assert sock.version() == name, f"asked for {name}, got {sock.version()}"
+            alpn = sock.selected_alpn_protocol()
+            assert alpn == "http/1.1", f"ALPN chose {alpn!r}, not http/1.1"
+            cipher = sock.cipher()[0]
+            small_echo(sock, host, port)
+        print(f"  ok {name} handshake ({cipher}), ALPN http/1.1, echo over it")
+
+    request, _ = upgrade_request(host, port)
+    with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        answer = b""
+        while len(answer) < 5:
+            try:
+                chunk = sock.recv(4096)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+        assert not answer.startswith(b"HTTP"), f"a plain-text request on the TLS port got {answer[:40]!r}"
+    with open_socket(host, port, ssl.create_default_context(cafile=ca)) as sock:
+        small_echo(sock, host, port)
+    what = "a TLS alert" if answer[:1] == b"\x15" else f"{len(answer)} bytes and the end"
+    print(f"  ok plain text on the TLS port: {what}, and the next TLS client is served")
+
+
 def main() -> int:
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    ca = None
+    if len(args) == 3 and args[1] == "--ca":
+        ca = args[2]
+        args = args[:1]
+    if len(args) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    addr = sys.argv[1]
+    addr = args[0]
     host, port = addr.rsplit(":", 1)
+    tls = ssl.create_default_context(cafile=ca) if ca else None
     try:
-        asyncio.run(echo_checks(f"ws://{addr}/"))
-        raw_check(host, int(port))
+        if ca:
+            tls_checks(host, int(port), ca)
+        asyncio.run(echo_checks(f"{'wss' if ca else 'ws'}://{addr}/", tls))
+        raw_check(host, int(port), tls)
     except Exception as e:  # report any failure the same way: one line, exit 1
         print(f"  FAILED: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

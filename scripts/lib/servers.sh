@@ -9,8 +9,20 @@
 #   fastwebsockets                peers/: fastwebsockets on a tokio current_thread runtime
 #   tokio-tungstenite-4k          peers/: tokio-tungstenite, 4 KiB read buffer
 #   tokio-tungstenite             peers/: tokio-tungstenite, its defaults (128 KiB read buffer)
+#   minimal-broadcast             peers/: the hand-rolled fan-out ceiling (rooms by path)
+#   fastwebsockets-broadcast      peers/: fastwebsockets + tokio::sync::broadcast, a task per connection
+#   tokio-tungstenite-broadcast   peers/: tokio-tungstenite + tokio::sync::broadcast, a task per connection
+#   tokio-rustls                  peers/: wss:// echo, tokio-tungstenite over tokio-rustls (aws-lc-rs),
+#                                 with the test certificate from test_tls_files (ECDSA P-256)
+#   tokio-rustls-4k               the same with a 4 KiB read buffer
+#
+# The broadcast servers take --capacity N (messages per room's channel,
+# default 1024) where they have a channel; the TLS server's clients trust
+# $TLS_DIR/ca.pem.
 
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+# Where test_tls_files keeps the throwaway test CA and server certificate.
+TLS_DIR=${TLS_DIR:-$ROOT/target/test-tls}
 
 # is_peer NAME: whether server NAME comes from the peers/ crate.
 is_peer() {
@@ -53,6 +65,35 @@ print_machine() {
   echo "machine: Model name: ${model:-unknown}; $(nproc) CPUs; Linux $(uname -r)"
 }
 
+# test_tls_files: makes (once, and again before they expire) a throwaway test
+# CA and a server certificate it signs, both ECDSA P-256, for 127.0.0.1 and
+# localhost, in $TLS_DIR: ca.pem (what clients trust), server.pem and
+# server.key (PKCS#8). Never committed: target/ is ignored, and the keys are
+# made on each machine. Prints nothing on success.
+test_tls_files() {
+  local dir=$TLS_DIR
+  tls_files_fresh() { [ -f "$dir/server.key" ] && openssl x509 -checkend 86400 -noout -in "$dir/server.pem" >/dev/null 2>&1; }
+  tls_files_fresh && return 0
+  command -v openssl >/dev/null || { echo "test_tls_files: openssl is missing" >&2; return 1; }
+  mkdir -p "$dir"
+  # Scripts may ask at once: one makes the files while the others wait.
+  (
+    flock 8
+    tls_files_fresh && exit 0
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    {
+      openssl req -x509 "${ec[@]}" -keyout "$dir/ca.key" -out "$dir/ca.pem" -days 30 \
+        -subj "/CN=wsloop test CA (throwaway)" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+        openssl req "${ec[@]}" -keyout "$dir/server.key" -out "$dir/server.csr" -subj "/CN=localhost" &&
+        printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+          "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$dir/server.ext" &&
+        openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+          -days 30 -extfile "$dir/server.ext" -out "$dir/server.pem"
+    } >"$dir/openssl.log" 2>&1 || { cat "$dir/openssl.log" >&2; echo "test_tls_files: openssl failed" >&2; exit 1; }
+  ) 8>"$dir/.lock"
+}
+
 # server_command NAME: the command line that runs server NAME on a free port.
 server_command() {
   local peers="$ROOT/peers/target/release"
@@ -63,6 +104,14 @@ server_command() {
     fastwebsockets) echo "$peers/peer-fastwebsockets --listen 127.0.0.1:0" ;;
     tokio-tungstenite-4k) echo "$peers/peer-tokio-tungstenite --listen 127.0.0.1:0 --read-buffer 4096" ;;
     tokio-tungstenite) echo "$peers/peer-tokio-tungstenite --listen 127.0.0.1:0" ;;
+    minimal-broadcast) echo "$peers/peer-minimal-broadcast --listen 127.0.0.1:0" ;;
+    fastwebsockets-broadcast) echo "$peers/peer-fastwebsockets-broadcast --listen 127.0.0.1:0" ;;
+    tokio-tungstenite-broadcast) echo "$peers/peer-tokio-tungstenite-broadcast --listen 127.0.0.1:0" ;;
+    tokio-rustls)
+      test_tls_files || return 1
+      echo "$peers/peer-tokio-rustls --listen 127.0.0.1:0 --tls-cert $TLS_DIR/server.pem --tls-key $TLS_DIR/server.key"
+      ;;
+    tokio-rustls-4k) echo "$(server_command tokio-rustls) --read-buffer 4096" ;;
     *) echo "unknown server: $1" >&2; return 1 ;;
   esac
 }

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 const NAME: &str = "peer-fastwebsockets";
 
 fn main() {
-    let args = parse_args(NAME, false);
+    let args = parse_args(NAME, peers::Flags::default());
     peers::serve_until_signalled(NAME, args.listen, accept_loop);
 }
 

@@ -278,7 +278,7 @@ impl Server {
 }
 
 fn main() {
-    let args = peers::parse_args(NAME, false);
+    let args = peers::parse_args(NAME, peers::Flags::default());
     let listener = peers::bind_and_announce(NAME, args.listen);
     let poll = Poll::new().expect("epoll");
     let mut listener = TcpListener::from_std(listener);

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 const NAME: &str = "peer-tokio-tungstenite";
 
 fn main() {
-    let args = parse_args(NAME, true);
+    let args = parse_args(NAME, peers::Flags { read_buffer: true, ..Default::default() });
     let config =
         WebSocketConfig::default().read_buffer_size(args.read_buffer.unwrap_or(TUNGSTENITE_DEFAULT_READ_BUFFER));
     peers::serve_until_signalled(NAME, args.listen, |listener| accept_loop(listener, config));

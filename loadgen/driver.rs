@@ -144,32 +144,49 @@ impl LoopResult {
     }
 }
 
-/// Lets traffic start in every loop at once, after the slowest ramp.
+/// Lets traffic start in every loop at once, after the slowest ramp, from
+/// one common moment: every loop's window (and schedule) starts from the
+/// time the last loop arrived, so that a message published on one loop and
+/// delivered on another is in or out of the window on both (broadcast).
 pub struct Gate {
-    /// Loops that have finished their ramp (or given up).
-    arrived: Mutex<usize>,
+    /// Loops that have finished their ramp (or given up), and when the last one did.
+    arrived: Mutex<Arrivals>,
     /// Signalled at each arrival.
     all_here: Condvar,
     /// Loops in the run.
     parties: usize,
 }
 
+/// The gate's count.
+#[derive(Debug, Default)]
+struct Arrivals {
+    /// Loops arrived so far.
+    count: usize,
+    /// When the last one arrived ([`monotonic_ns`]; 0 until then).
+    all_at_ns: u64,
+}
+
 impl Gate {
     pub fn new(parties: usize) -> Gate {
-        Gate { arrived: Mutex::new(0), all_here: Condvar::new(), parties }
+        Gate { arrived: Mutex::new(Arrivals::default()), all_here: Condvar::new(), parties }
     }
 
-    /// Arrives, then waits for the others (or for `stop`).
-    fn arrive_and_wait(&self, stop: &AtomicBool) {
+    /// Arrives, then waits for the others (or for `stop`); returns when the
+    /// last one arrived (`None` if stopped before).
+    fn arrive_and_wait(&self, stop: &AtomicBool) -> Option<u64> {
         let mut arrived = self.arrive();
-        while *arrived < self.parties && !stop.load(Ordering::Relaxed) {
+        while arrived.count < self.parties && !stop.load(Ordering::Relaxed) {
             arrived = self.all_here.wait_timeout(arrived, Duration::from_millis(50)).expect("gate lock").0;
         }
+        (arrived.count >= self.parties).then_some(arrived.all_at_ns)
     }
 
-    fn arrive(&self) -> std::sync::MutexGuard<'_, usize> {
+    fn arrive(&self) -> std::sync::MutexGuard<'_, Arrivals> {
         let mut arrived = self.arrived.lock().expect("gate lock");
-        *arrived += 1;
+        arrived.count += 1;
+        if arrived.count == self.parties {
+            arrived.all_at_ns = monotonic_ns();
+        }
         self.all_here.notify_all();
         arrived
     }
@@ -185,11 +202,14 @@ struct GateTicket {
 }
 
 impl GateTicket {
-    fn wait(&mut self) {
-        if !self.used {
-            self.used = true;
-            self.common.gate.arrive_and_wait(&self.common.stop);
+    /// Waits for the other loops; returns when the last one arrived (`None`
+    /// if stopped first, or if called again).
+    fn wait(&mut self) -> Option<u64> {
+        if self.used {
+            return None;
         }
+        self.used = true;
+        self.common.gate.arrive_and_wait(&self.common.stop)
     }
 }
 
@@ -506,8 +526,8 @@ impl<S: SnapshotSink> Driver<S> {
                 }
                 self.start_connects();
                 if self.to_open == 0 && self.cx.connecting == 0 {
-                    ticket.wait();
-                    self.begin_traffic();
+                    let start = ticket.wait();
+                    self.begin_traffic(start);
                 }
             }
             Phase::Warmup | Phase::Measure => {
@@ -605,11 +625,13 @@ impl<S: SnapshotSink> Driver<S> {
     }
 
     /// The ramp is over (in every loop): start sending.
-    fn begin_traffic(&mut self) {
+    fn begin_traffic(&mut self, all_here_ns: Option<u64>) {
         let settings = &self.common.settings;
         let now = monotonic_ns();
         self.cx.now_ns = now;
-        let start = now + settings.warmup.as_nanos() as u64;
+        // Every loop counts from the same moment (see [`Gate`]).
+        let traffic_ns = all_here_ns.unwrap_or(now).min(now);
+        let start = traffic_ns + settings.warmup.as_nanos() as u64;
         self.cx.window = Window { start_ns: start, end_ns: start + settings.duration.as_nanos() as u64 };
         self.cx.sending = true;
         self.connect_start_ns = now;
@@ -642,7 +664,7 @@ impl<S: SnapshotSink> Driver<S> {
                     _ => n as f64 / settings.ping_interval.as_secs_f64(),
                 };
                 if n > 0 {
-                    self.schedule = Some(Schedule::new(now, per_second, n));
+                    self.schedule = Some(Schedule::new(traffic_ns, per_second, n));
                 }
             }
             Mode::Echo | Mode::Churn => {}

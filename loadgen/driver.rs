@@ -749,7 +749,8 @@ impl<S: SnapshotSink> Driver<S> {
                 if let Some((publisher, got, of)) = settled.first_short {
                     stats.count_fault(Fault::Missing, settled.missing, || {
                         format!(
-                            "connection {id} (room {room}): got {got} of the {of} messages publisher {publisher} sent"
+                            "connection {id} (room {room}): got {got} of the {of} messages publisher {publisher} sent \
+                             (by the end of the drain, --message-timeout after traffic stopped)"
                         )
                     });
                 }

@@ -293,6 +293,21 @@ fn handshake_seeds() -> Vec<(String, Vec<u8>)> {
     let mut add = |name: &str, head: &[u8]| seeds.push((name.to_string(), head.to_vec()));
 
     add("upgrade", upgrade_with("").as_bytes());
+    // POST /publish, with the token of the fuzz target's publishing policy.
+    let publish = |headers: &str| format!("POST /publish/alerts HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
+    add("publish", publish("Authorization: Bearer fuzz-token\r\nContent-Length: 5\r\n").as_bytes());
+    add(
+        "publish_text",
+        publish("Authorization: bearer  fuzz-token \r\nContent-Type: text/plain\r\nContent-Length: 2\r\n").as_bytes(),
+    );
+    add("publish_wrong_token", publish("Authorization: Bearer fuzz-tokem\r\nContent-Length: 5\r\n").as_bytes());
+    add("publish_no_length", publish("Authorization: Bearer fuzz-token\r\n").as_bytes());
+    add(
+        "publish_chunked",
+        publish("Authorization: Bearer fuzz-token\r\nTransfer-Encoding: chunked\r\n").as_bytes(),
+    );
+    add("publish_too_large", publish("Authorization: Bearer fuzz-token\r\nContent-Length: 1001\r\n").as_bytes());
+    add("publish_get", b"GET /publish/alerts HTTP/1.1\r\nHost: x\r\n\r\n");
     add("upgrade_origin_allowed", upgrade_with("Origin: https://a.example\r\n").as_bytes());
     add("upgrade_origin_denied", upgrade_with("Origin: https://evil.example\r\n").as_bytes());
     add("upgrade_origin_obs_text", b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: https://\xff\xfe.example\r\n\r\n");

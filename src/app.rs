@@ -3,16 +3,24 @@
 //!
 //! An [`App`] is called on the loop's thread for each open, message and
 //! close, with a [`Ctx`] for the connection concerned: send to it, close it,
-//! (later: subscribe it to rooms and publish to them). Everything the
-//! application sends in one call is corked with the rest of that wakeup's
-//! output and written with one system call; a message sent back as it was
-//! received is not even copied (see [`Ctx::send`]).
+//! subscribe it to rooms and unsubscribe it, publish to a room. Everything
+//! the application sends in one call is corked with the rest of that
+//! wakeup's output and written with one system call; a message sent back as
+//! it was received is not even copied (see [`Ctx::send`]). A message
+//! published to a room is framed once and shared by all its members (see
+//! [`crate::fanout`]).
 
 use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::{metrics::Metrics, outbox::Cork, protocol::Kind};
+use crate::{
+    fanout::{Origin, Publish},
+    metrics::Metrics,
+    outbox::Cork,
+    protocol::Kind,
+    rooms::{Left, RoomError, RoomId, Rooms},
+};
 
 /// A connection, as the application knows it: unique for the life of the
 /// loop (a slot reused by a later connection gets a new id).
@@ -24,6 +32,11 @@ impl ConnectionId {
     pub(crate) fn new(key: usize, nth: u64) -> Self {
         // The count makes it unique; the key (in the low bits) helps debugging.
         ConnectionId(nth << 32 | (key as u64 & 0xffff_ffff))
+    }
+
+    /// The slab key of the connection (the low half).
+    pub(crate) fn key(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
     }
 
     /// The id's value, e.g. for a log line or a map key.
@@ -97,9 +110,11 @@ pub trait App {
     fn on_message(&mut self, cx: &mut Ctx<'_>, message: Message<'_>);
 
     /// The connection closed (`code`: the peer's close code, ours, or 1006
-    /// when it ended without one). Nothing can be sent to it any more.
-    fn on_close(&mut self, id: ConnectionId, code: u16) {
-        let _ = (id, code);
+    /// when it ended without one). Nothing can be sent to it any more; it is
+    /// still in its rooms until this returns (then it leaves them all), so
+    /// the application can publish a farewell.
+    fn on_close(&mut self, cx: &mut Ctx<'_>, code: u16) {
+        let _ = (cx, code);
     }
 }
 
@@ -113,6 +128,8 @@ pub struct CloseRequest {
 /// What the application may do with one connection during a call.
 pub struct Ctx<'a> {
     pub(crate) id: ConnectionId,
+    /// The connection's slab key (what rooms list as members).
+    pub(crate) key: usize,
     pub(crate) cork: &'a mut Cork,
     /// Where the payloads handed to the application may lie, so that one
     /// sent back is referenced instead of copied: the loop's receive buffer
@@ -120,7 +137,11 @@ pub struct Ctx<'a> {
     pub(crate) input: Range<usize>,
     pub(crate) assembled: Option<&'a Bytes>,
     pub(crate) metrics: &'a mut Metrics,
+    /// A close requested, or the connection is closing: nothing more is sent.
     pub(crate) close: &'a mut Option<CloseRequest>,
+    pub(crate) rooms: &'a mut Rooms,
+    /// Messages published during the call, fanned out right after it.
+    pub(crate) published: &'a mut Vec<Publish>,
 }
 
 impl Ctx<'_> {
@@ -167,6 +188,74 @@ impl Ctx<'_> {
         if self.close.is_none() {
             *self.close = Some(CloseRequest { code, reason: reason.to_string() });
         }
+    }
+}
+
+impl Ctx<'_> {
+    /// Makes this connection a member of `room` (creating it), so that it
+    /// receives what is published there. Joining a room it is in already is
+    /// not an error. Refused beyond `--max-rooms` or
+    /// `--max-rooms-per-connection`, or for a name empty or over 1 KiB.
+    pub fn subscribe(&mut self, room: &str) -> Result<RoomId, RoomError> {
+        match self.rooms.join(self.key, room) {
+            Ok(joined) => {
+                if !joined.already {
+                    self.metrics.rooms.memberships += 1;
+                    self.metrics.rooms.rooms += u64::from(joined.created);
+                }
+                Ok(joined.room)
+            }
+            Err(e) => {
+                self.metrics.rooms.joins_refused += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes this connection out of `room`; false if it was not in it.
+    pub fn unsubscribe(&mut self, room: &str) -> bool {
+        match self.rooms.leave(self.key, room) {
+            Left::NotMember => false,
+            left => {
+                self.metrics.rooms.memberships -= 1;
+                self.metrics.rooms.rooms -= u64::from(left == Left::Freed);
+                true
+            }
+        }
+    }
+
+    /// The `nth` room this connection is in (in the order it joined them,
+    /// while it leaves none).
+    pub fn room(&self, nth: usize) -> Option<RoomId> {
+        self.rooms.joined(self.key, nth)
+    }
+
+    /// The name of `room`, while it exists.
+    pub fn room_name(&self, room: RoomId) -> Option<&str> {
+        self.rooms.name(room)
+    }
+
+    /// Publishes a message to every member of the room called `room` (this
+    /// connection too, if it is one). Nothing happens if the room has no
+    /// members.
+    pub fn publish(&mut self, room: &str, kind: Kind, data: &[u8]) {
+        match self.rooms.find(room) {
+            Some(id) => self.publish_to(id, kind, data),
+            None => self.metrics.rooms.published_websocket += 1,
+        }
+    }
+
+    /// [`Ctx::publish`] of a text message.
+    pub fn publish_text(&mut self, room: &str, text: &str) {
+        self.publish(room, Kind::Text, text.as_bytes());
+    }
+
+    /// [`Ctx::publish`] to a room by id (no name lookup).
+    #[inline]
+    pub fn publish_to(&mut self, room: RoomId, kind: Kind, data: &[u8]) {
+        self.metrics.rooms.published_websocket += 1;
+        let frame = self.metrics.fanout.frame(kind, data);
+        self.published.push(Publish { room, frame, origin: Origin::WebSocket });
     }
 }
 

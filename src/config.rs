@@ -68,18 +68,64 @@ pub const MIN_STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// well under 2 KiB; 16 KiB leaves room for large cookies.
 pub const MAX_REQUEST_HEAD: usize = 16 << 10;
 
+/// Rooms a server holds at most: far beyond a chat service's rooms per
+/// process, and a bound on what a client creating rooms at will can cost
+/// (a room is a name and a member list, about 100 bytes).
+pub const DEFAULT_MAX_ROOMS: usize = 100_000;
+
+/// Rooms one connection may be in at once: a browser tab follows a few
+/// rooms (a chat, its notifications, a dashboard); leaving a room finds the
+/// member among its rooms, so this also bounds that search.
+pub const DEFAULT_MAX_ROOMS_PER_CONNECTION: usize = 16;
+
 /// What the server does with the messages it receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// Send every text or binary message back to its sender, same opcode.
     Echo,
+    /// Every connection joins the room named by its request path; every text
+    /// or binary message a member sends goes to every member of that room,
+    /// the sender included.
+    Broadcast,
 }
 
 impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Echo => "echo",
+            Mode::Broadcast => "broadcast",
         }
+    }
+}
+
+/// What happens to a room member whose pending output is over
+/// `--max-backpressure` when a message for it arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SlowConsumer {
+    /// Close it with 1008 (uWebSockets' `closeOnBackpressureLimit`,
+    /// Centrifugo's "slow" disconnect): it would only fall further behind.
+    Close,
+    /// Skip the message for it (counted); it keeps its place.
+    Drop,
+}
+
+impl SlowConsumer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlowConsumer::Close => "close",
+            SlowConsumer::Drop => "drop",
+        }
+    }
+}
+
+/// A secret from the command line or the environment: never shown by
+/// `Debug` (so never in a log line).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
     }
 }
 
@@ -158,6 +204,24 @@ pub struct Config {
     /// Log one line of headline figures this often, at least 1s; 0 turns it off.
     #[arg(long, env = "WSLOOP_STATS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub stats_interval: Duration,
+
+    /// For a room member over --max-backpressure when a room message comes:
+    /// close it with 1008, or drop the message for it.
+    #[arg(long, env = "WSLOOP_SLOW_CONSUMER", value_enum, default_value_t = SlowConsumer::Close)]
+    pub slow_consumer: SlowConsumer,
+
+    /// Rooms the server holds at most; joins beyond are refused.
+    #[arg(long, env = "WSLOOP_MAX_ROOMS", default_value_t = DEFAULT_MAX_ROOMS, value_parser = parse_positive_count)]
+    pub max_rooms: usize,
+
+    /// Rooms one connection may be in at once.
+    #[arg(long, env = "WSLOOP_MAX_ROOMS_PER_CONNECTION", default_value_t = DEFAULT_MAX_ROOMS_PER_CONNECTION,
+          value_parser = parse_positive_count)]
+    pub max_rooms_per_connection: usize,
+
+    /// Turn on POST /publish/ROOM, which then needs `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "WSLOOP_PUBLISH_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub publish_token: Option<Secret>,
 }
 
 impl Default for Config {
@@ -180,6 +244,10 @@ impl Default for Config {
             no_http_pages: false,
             no_latency: false,
             stats_interval: DEFAULT_STATS_INTERVAL,
+            slow_consumer: SlowConsumer::Close,
+            max_rooms: DEFAULT_MAX_ROOMS,
+            max_rooms_per_connection: DEFAULT_MAX_ROOMS_PER_CONNECTION,
+            publish_token: None,
         }
     }
 }
@@ -245,7 +313,25 @@ impl Config {
             if self.reuse_port { ", reuse-port" } else { "" },
         ) + if self.no_latency { ", no-latency" } else { "" }
             + if self.no_http_pages { ", no-http-pages" } else { "" }
+            + &if self.mode == Mode::Broadcast {
+                format!(
+                    ", slow-consumer {}, max-rooms {}, max-rooms-per-connection {}",
+                    self.slow_consumer.as_str(),
+                    self.max_rooms,
+                    self.max_rooms_per_connection
+                )
+            } else {
+                String::new()
+            }
+            + if self.publish_token.is_some() { ", publish on" } else { "" }
     }
+}
+
+fn parse_secret(text: &str) -> Result<Secret, String> {
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(Secret(text.to_string()))
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {

@@ -34,15 +34,16 @@ use tracing::{debug, error, info};
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::{
-    app::{App, ConnectionId, Ctx, Request},
+    app::{App, ConnectionId, Request},
     clock::{self, Tick},
-    config::Config,
-    handshake::{self, Decision, Failure, Head, Policy, Refusal},
+    config::{Config, SlowConsumer},
+    fanout::{Delivered, Origin, Publish},
+    handshake::{self, Decision, Failure, Head, Policy, PublishRequest, Refusal, RefusalKind},
     http::{Response, Routes},
     metrics::Metrics,
     outbox::{self, Outbox},
     pages,
-    protocol::{writer, Reader},
+    protocol::{writer, Kind, Reader},
     socket::{Received, Socket, Transport},
     wakeup::{self, Awaiting, End, Lent, Open, Served},
 };
@@ -77,6 +78,20 @@ pub struct Readiness {
     pub read_closed: bool,
 }
 
+/// What became of one delivery ([`Connection::deliver`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued; `drain`: the loop must write it out at the end of the
+    /// iteration (the connection had nothing pending and is not waiting for
+    /// WRITABLE).
+    Queued { drain: bool },
+    /// Skipped: a slow consumer under `--slow-consumer drop`.
+    Skipped,
+    /// A slow consumer under `--slow-consumer close`: the loop closes it
+    /// once the fan-out is done ([`Connection::close_slow_consumer`]).
+    Slow,
+}
+
 /// What the loop should do with the connection after a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -92,6 +107,11 @@ pub enum Step {
 enum State {
     /// Reading the request head.
     Handshaking(Handshaking),
+    /// Reading a `POST /publish` body.
+    Publishing(Box<Publishing>),
+    /// Its message is published: waiting for the loop's delivery counts
+    /// ([`Connection::on_published`]) to answer.
+    Delivering,
     /// Messages flow.
     Open(Open),
     /// We sent a close frame; reading until the peer's.
@@ -105,6 +125,21 @@ struct Handshaking {
     head: Vec<u8>,
     /// The routes this connection's listener serves.
     routes: Routes,
+}
+
+struct Publishing {
+    request: PublishRequest,
+    /// What has arrived of the body (never more than `request.length`).
+    body: Vec<u8>,
+}
+
+/// What reading a complete head led to.
+enum Next {
+    /// A WebSocket opened: serve it (frames may have come with the request).
+    Open,
+    /// A `POST /publish` head: read its body.
+    Publish,
+    Step(Step),
 }
 
 #[derive(Default)]
@@ -193,6 +228,47 @@ impl Connection {
         matches!(self.state, State::Open(_))
     }
 
+    /// Queues `frame`, published to one of its rooms, unless the connection
+    /// is a slow consumer: its pending output over `limit`
+    /// (`--max-backpressure`, so what it holds stays within the limit plus
+    /// one message).
+    #[inline]
+    pub fn deliver(&mut self, frame: &Bytes, limit: usize, policy: SlowConsumer) -> Delivery {
+        if self.outbox.len() > limit {
+            return match policy {
+                SlowConsumer::Drop => Delivery::Skipped,
+                SlowConsumer::Close => Delivery::Slow,
+            };
+        }
+        let drain = self.outbox.is_empty() && !self.socket.write_blocked();
+        self.outbox.push(frame.clone());
+        Delivery::Queued { drain }
+    }
+
+    /// Writes what was delivered to it since its last write: once per loop
+    /// iteration, however many messages it got (corked).
+    pub fn drain(&mut self, token: Token, cx: &mut Context<'_>) -> Step {
+        let step = match outbox::flush(&mut self.socket, &mut self.outbox, cx.lent.cork, &[]) {
+            Ok(_) => Step::Keep,
+            Err(_) => Step::Remove,
+        };
+        self.finish(token, step, cx)
+    }
+
+    /// Closes a room member that fell behind (`--slow-consumer close`): what
+    /// it has not started receiving is dropped (the memory is freed at once),
+    /// and close 1008 is queued behind what it has.
+    pub fn close_slow_consumer<A: App>(&mut self, token: Token, app: &mut A, cx: &mut Context<'_>) -> Step {
+        if !self.is_open() {
+            return Step::Keep;
+        }
+        info!(peer = %self.peer(), pending = self.outbox.len(), "closing slow consumer: output backlog over the limit");
+        cx.lent.metrics.slow_consumer_closes += 1;
+        self.outbox.drop_unstarted();
+        let step = self.start_close(CloseCode::Policy.into(), "slow consumer: output backlog over the limit", app, cx);
+        self.finish(token, step, cx)
+    }
+
     /// Handles one readiness event.
     pub fn on_ready<A: App>(&mut self, token: Token, ready: Readiness, app: &mut A, cx: &mut Context<'_>) -> Step {
         if ready.readable {
@@ -201,6 +277,8 @@ impl Connection {
         self.socket.on_event(ready.readable, ready.writable, ready.read_closed);
         let step = match self.state {
             State::Handshaking(_) => self.read_head(app, cx),
+            State::Publishing(_) => self.read_body(cx),
+            State::Delivering => Step::Keep,
             State::Open(_) => self.serve_open(app, cx),
             State::Closing(_) => self.serve_closing(cx),
             State::Lingering(_) => self.serve_lingering(cx),
@@ -213,7 +291,7 @@ impl Connection {
     pub fn on_tick<A: App>(&mut self, token: Token, app: &mut A, cx: &mut Context<'_>) -> Step {
         let now = cx.lent.now;
         let step = match &self.state {
-            State::Handshaking(_) if clock::is_past(self.deadline, now) => {
+            State::Handshaking(_) | State::Publishing(_) if clock::is_past(self.deadline, now) => {
                 info!(peer = %self.peer(), "handshake timed out");
                 cx.lent.metrics.count_failure(Failure::Timeout);
                 Step::Remove
@@ -229,7 +307,8 @@ impl Connection {
     /// open, drop it if it never opened.
     pub fn on_shutdown<A: App>(&mut self, token: Token, deadline: Tick, app: &mut A, cx: &mut Context<'_>) -> Step {
         let step = match self.state {
-            State::Handshaking(_) => Step::Remove,
+            State::Handshaking(_) | State::Publishing(_) => Step::Remove,
+            State::Delivering => Step::Keep,
             State::Open(_) => {
                 let step = self.start_close(CloseCode::Away.into(), "server shutting down", app, cx);
                 self.deadline = deadline;
@@ -242,25 +321,24 @@ impl Connection {
     }
 
     /// Accounting for a connection the loop is about to free.
-    pub fn on_remove<A: App>(&mut self, app: &mut A, metrics: &mut Metrics) {
+    pub fn on_remove<A: App>(&mut self, app: &mut A, cx: &mut Context<'_>) {
         if self.is_open() {
             // Dropped without a close handshake (peer gone, slow consumer, loop exit).
-            let code = if self.close_code == 0 { 1006 } else { self.close_code };
-            metrics.count_close(code);
-            app.on_close(self.id, code);
+            self.end_websocket(app, cx);
         }
+        let metrics = &mut cx.lent.metrics;
         self.stop_counting_open(metrics);
         metrics.pending_output_bytes = metrics.pending_output_bytes.saturating_sub(u64::from(self.reported_pending));
         self.reported_pending = 0;
     }
 
-    /// The WebSocket is over: counted once, by its close code, and the
-    /// application told. The connection lingers for its last words unless
-    /// the caller moves it on.
+    /// The WebSocket is over: counted once, by its close code (1006 if none
+    /// was exchanged), the application told, its rooms left. The connection
+    /// lingers for its last words unless the caller moves it on.
     fn end_websocket<A: App>(&mut self, app: &mut A, cx: &mut Context<'_>) {
         let code = if self.close_code == 0 { 1006 } else { self.close_code };
         cx.lent.metrics.count_close(code);
-        app.on_close(self.id, code);
+        cx.lent.hand().closed(app, self.id, code);
         self.state = State::Lingering(Lingering::default());
         self.deadline = cx.lent.now.wrapping_add(clock::ticks(CLOSE_GRACE));
     }
@@ -273,7 +351,7 @@ impl Connection {
 
     /// Brings the pending-output gauge up to date and registers the interest
     /// the state now needs, if it changed.
-    fn finish(&mut self, token: Token, step: Step, cx: &mut Context<'_>) -> Step {
+    pub fn finish(&mut self, token: Token, step: Step, cx: &mut Context<'_>) -> Step {
         if step == Step::Remove {
             return step;
         }
@@ -303,25 +381,24 @@ impl Connection {
         let next = self.parse_head(rx, app, cx);
         cx.lent.rx = rx;
         match next {
-            // Frames may already be here (sent with the request).
-            None => self.serve_open(app, cx),
-            Some(step) => step,
+            Next::Open => self.serve_open(app, cx),
+            Next::Publish => self.read_body(cx),
+            Next::Step(step) => step,
         }
     }
 
-    /// Reads into `rx` until the head is complete and acts on the decision:
-    /// `None` when the connection is now open and should be served.
-    fn parse_head<A: App>(&mut self, rx: &mut [u8], app: &mut A, cx: &mut Context<'_>) -> Option<Step> {
-        let State::Handshaking(hs) = &mut self.state else { return Some(Step::Remove) };
+    /// Reads into `rx` until the head is complete and acts on the decision.
+    fn parse_head<A: App>(&mut self, rx: &mut [u8], app: &mut A, cx: &mut Context<'_>) -> Next {
+        let State::Handshaking(hs) = &mut self.state else { return Next::Step(Step::Remove) };
         loop {
             // What arrived before goes first (only for a head in several pieces).
             let carried = hs.head.len();
             rx[..carried].copy_from_slice(&hs.head);
             let n = match self.socket.recv(&mut rx[carried..]) {
                 Ok(Received::Data(n)) => carried + n,
-                Ok(Received::Nothing) => return Some(Step::Keep),
-                Ok(Received::Eof) => return Some(self.handshake_failed(Failure::PeerClosed, cx)),
-                Err(_) => return Some(self.handshake_failed(Failure::Io, cx)),
+                Ok(Received::Nothing) => return Next::Step(Step::Keep),
+                Ok(Received::Eof) => return Next::Step(self.handshake_failed(Failure::PeerClosed, cx)),
+                Err(_) => return Next::Step(self.handshake_failed(Failure::Io, cx)),
             };
             let mut headers = handshake::NO_HEADERS;
             let (len, request) = match handshake::parse_head(&rx[..n], &mut headers) {
@@ -330,14 +407,24 @@ impl Connection {
                     hs.head.extend_from_slice(&rx[..n]);
                     continue;
                 }
-                Head::Refused(refusal) => return Some(self.refuse(refusal, cx)),
+                Head::Refused(refusal) => return Next::Step(self.refuse(refusal, cx)),
                 Head::Complete { len, request } => (len, request),
             };
             return match handshake::decide(&request, cx.policy, hs.routes) {
                 Decision::Upgrade(response) => {
                     // What followed the head is the WebSocket's first input.
                     self.state = State::Open(Open::new(&rx[len..n]));
-                    self.opened(&response, &request, app, cx)
+                    match self.opened(&response, &request, app, cx) {
+                        None => Next::Open,
+                        Some(step) => Next::Step(step),
+                    }
+                }
+                Decision::Publish(request) => {
+                    self.stop_counting_open(cx.lent.metrics);
+                    // What followed the head is the start of the body.
+                    let body = rx[len..n.min(len + request.length)].to_vec();
+                    self.state = State::Publishing(Box::new(Publishing { request, body }));
+                    Next::Publish
                 }
                 Decision::Plain(plain) => {
                     // Not a WebSocket after all: the figures it is answered
@@ -351,9 +438,9 @@ impl Connection {
                         uptime: cx.now_instant.saturating_duration_since(cx.started),
                     };
                     let response = pages::respond(plain.route, &plain.method, &plain.target, &source);
-                    Some(self.last_words(&response, cx))
+                    Next::Step(self.last_words(&response, cx))
                 }
-                Decision::Refuse(refusal) => Some(self.refuse(refusal, cx)),
+                Decision::Refuse(refusal) => Next::Step(self.refuse(refusal, cx)),
             };
         }
     }
@@ -376,18 +463,53 @@ impl Connection {
         };
         let view = Request { path, query, headers: request.headers };
         let mut close = None;
-        let mut ctx = Ctx {
-            id: self.id,
-            cork: cx.lent.cork,
-            input: 0..0,
-            assembled: None,
-            metrics: cx.lent.metrics,
-            close: &mut close,
-        };
-        app.on_open(&mut ctx, &view);
+        app.on_open(&mut cx.lent.hand().ctx(self.id, 0..0, None, &mut close), &view);
         let close = close?;
         cx.lent.cork.push_scratch(|s| writer::put_close(s, close.code, &close.reason));
         Some(self.closed_by_us(close.code, app, cx))
+    }
+
+    /// Reads the rest of a `POST /publish` body, then publishes it.
+    fn read_body(&mut self, cx: &mut Context<'_>) -> Step {
+        let State::Publishing(publishing) = &mut self.state else { return Step::Remove };
+        while publishing.body.len() < publishing.request.length {
+            let n = match self.socket.recv(cx.lent.rx) {
+                Ok(Received::Data(n)) => n,
+                Ok(Received::Nothing) => return Step::Keep,
+                Ok(Received::Eof) => return self.handshake_failed(Failure::PeerClosed, cx),
+                Err(_) => return self.handshake_failed(Failure::Io, cx),
+            };
+            let wanted = publishing.request.length - publishing.body.len();
+            publishing.body.extend_from_slice(&cx.lent.rx[..n.min(wanted)]);
+        }
+        let State::Publishing(publishing) = std::mem::replace(&mut self.state, State::Delivering) else {
+            return Step::Remove;
+        };
+        let Publishing { request, body } = *publishing;
+        if request.text && std::str::from_utf8(&body).is_err() {
+            let reason = "the body is not valid UTF-8, and Content-Type says text";
+            return self.refuse(Refusal::new(RefusalKind::Publish, 400, reason), cx);
+        }
+        let rooms = &mut cx.lent.metrics.rooms;
+        rooms.published_http += 1;
+        let Some(room) = cx.lent.rooms.find(&request.room) else {
+            // Nobody to deliver to.
+            return self.on_published(Delivered::default(), cx);
+        };
+        let kind = if request.text { Kind::Text } else { Kind::Binary };
+        let frame = cx.lent.metrics.fanout.frame(kind, &body);
+        cx.lent.published.push(Publish { room, frame, origin: Origin::Http { key: self.id.key() } });
+        Step::Keep
+    }
+
+    /// Answers a `POST /publish` with what became of its message.
+    pub fn on_published(&mut self, counts: Delivered, cx: &mut Context<'_>) -> Step {
+        if !matches!(self.state, State::Delivering) {
+            return Step::Keep;
+        }
+        let body = format!("{{\"delivered\": {}, \"dropped\": {}}}\n", counts.delivered, counts.dropped);
+        let response = Response::ok("application/json", body.into_bytes()).with_header("Cache-Control", "no-store");
+        self.last_words(&response, cx)
     }
 
     fn refuse(&mut self, refusal: Refusal, cx: &mut Context<'_>) -> Step {

@@ -21,8 +21,8 @@ use tungstenite::{
 };
 
 use crate::{
-    config::MAX_REQUEST_HEAD,
-    http::{route, Response, Route, Routes},
+    config::{Config, Secret, MAX_REQUEST_HEAD},
+    http::{publish_room, route, Response, Route, Routes},
 };
 
 /// What the handshake may accept, from [`crate::Config`].
@@ -32,6 +32,33 @@ pub struct Policy {
     pub allowed_origins: Vec<String>,
     /// Subprotocols the server speaks.
     pub subprotocols: Vec<String>,
+    /// `--publish-token`: `POST /publish` is off without one.
+    pub publish_token: Option<Secret>,
+    /// Largest `POST /publish` body (`--max-message-size`).
+    pub max_publish: usize,
+}
+
+impl Policy {
+    /// The policy `config` sets.
+    pub fn new(config: &Config) -> Self {
+        Policy {
+            allowed_origins: config.allowed_origin.clone(),
+            subprotocols: config.subprotocol.clone(),
+            publish_token: config.publish_token.clone(),
+            max_publish: config.max_message_size,
+        }
+    }
+}
+
+/// A `POST /publish/ROOM` that passed every check but the body's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishRequest {
+    /// The room: the path its members connected to, e.g. `/alerts`.
+    pub room: String,
+    /// `Content-Type: text/...`: a text message (the body must be UTF-8).
+    pub text: bool,
+    /// The body's length (`Content-Length`, within the limit).
+    pub length: usize,
 }
 
 /// A plain (non-upgrade) HTTP request, routed.
@@ -57,16 +84,20 @@ pub enum RefusalKind {
     OriginNotAllowed,
     /// `--max-connections` reached.
     TooManyConnections,
+    /// A `POST /publish` refused: publishing off, no or a wrong token, a
+    /// missing or bad length, a body too large or not UTF-8 for text.
+    Publish,
 }
 
 impl RefusalKind {
-    pub const ALL: [RefusalKind; 6] = [
+    pub const ALL: [RefusalKind; 7] = [
         RefusalKind::Malformed,
         RefusalKind::NotUpgrade,
         RefusalKind::UnsupportedVersion,
         RefusalKind::HeadTooLarge,
         RefusalKind::OriginNotAllowed,
         RefusalKind::TooManyConnections,
+        RefusalKind::Publish,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +108,7 @@ impl RefusalKind {
             RefusalKind::HeadTooLarge => "head_too_large",
             RefusalKind::OriginNotAllowed => "origin_not_allowed",
             RefusalKind::TooManyConnections => "too_many_connections",
+            RefusalKind::Publish => "publish",
         }
     }
 }
@@ -89,7 +121,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(kind: RefusalKind, status: u16, reason: impl Into<String>) -> Self {
+    pub fn new(kind: RefusalKind, status: u16, reason: impl Into<String>) -> Self {
         Refusal { kind, response: Response::error(status, reason) }
     }
 
@@ -137,6 +169,8 @@ pub enum Decision {
     Refuse(Refusal),
     /// A plain HTTP request for one of the pages.
     Plain(PlainRequest),
+    /// A `POST /publish` whose body is to be read and published.
+    Publish(PublishRequest),
 }
 
 /// Most header fields in a request head (Chrome sends about 15).
@@ -199,6 +233,9 @@ pub fn decide(parsed: &httparse::Request<'_, '_>, policy: &Policy, routes: Route
     let header = |name: &str| parsed.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
 
     if header("upgrade").is_none() {
+        if let (Some(room), "POST") = (publish_room(path), method) {
+            return decide_publish(room, &header, policy);
+        }
         let (method, target) = (method.to_string(), path.to_string());
         return Decision::Plain(PlainRequest { route: route(&method, &target, routes), method, target });
     }
@@ -243,6 +280,56 @@ pub fn decide(parsed: &httparse::Request<'_, '_>, policy: &Policy, routes: Route
         Ok(response) => Decision::Upgrade(response),
         Err(reason) => Decision::Refuse(Refusal::new(RefusalKind::Malformed, 400, reason)),
     }
+}
+
+/// Checks a `POST /publish/ROOM` head: publishing on, the token, the length
+/// (before a byte of body is read), the kind of message.
+fn decide_publish<'b>(room: &str, header: &dyn Fn(&str) -> Option<&'b [u8]>, policy: &Policy) -> Decision {
+    let refuse = |status, reason: &str| Decision::Refuse(Refusal::new(RefusalKind::Publish, status, reason));
+    let Some(token) = &policy.publish_token else {
+        return refuse(404, "publishing is off: start wsloop with --publish-token");
+    };
+    let offered = header("authorization").and_then(|v| bearer_token(v));
+    if !offered.is_some_and(|offered| same_secret(offered, token.0.as_bytes())) {
+        return Decision::Refuse(
+            Refusal::new(RefusalKind::Publish, 401, "POST /publish needs Authorization: Bearer with the publish token")
+                .with_header("WWW-Authenticate", "Bearer"),
+        );
+    }
+    if header("transfer-encoding").is_some() {
+        return refuse(411, "send the message with Content-Length (chunked bodies are not accepted)");
+    }
+    let Some(length) = header("content-length") else {
+        return refuse(411, "POST /publish needs Content-Length");
+    };
+    let Some(length) = std::str::from_utf8(length).ok().and_then(|l| l.trim().parse::<usize>().ok()) else {
+        return refuse(400, "Content-Length is not a number");
+    };
+    if length > policy.max_publish {
+        return refuse(413, &format!("a {length}-byte message is over the {}-byte limit", policy.max_publish));
+    }
+    let text = header("content-type").is_some_and(|t| t.len() >= 5 && t[..5].eq_ignore_ascii_case(b"text/"));
+    Decision::Publish(PublishRequest { room: room.to_string(), text, length })
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let value = value.trim_ascii();
+    if value.len() < 7 || !value[..7].eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    Some(value[7..].trim_ascii())
+}
+
+/// Compares a secret in time that depends only on the lengths, never on
+/// where the first difference is (so the token cannot be guessed byte by
+/// byte from response times).
+fn same_secret(offered: &[u8], secret: &[u8]) -> bool {
+    let mut difference = u8::from(offered.len() != secret.len());
+    for (i, s) in secret.iter().enumerate() {
+        difference |= s ^ offered.get(i).copied().unwrap_or(0);
+    }
+    std::hint::black_box(difference) == 0
 }
 
 /// The 101 for an upgrade request that passed our checks, if tungstenite

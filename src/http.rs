@@ -49,10 +49,24 @@ pub enum Routes {
     MetricsOnly,
 }
 
-/// The route for a plain (non-upgrade) request.
+/// The path of a request target: without the query string or fragment.
+pub fn path_of(target: &str) -> &str {
+    target.split(['?', '#']).next().unwrap_or("")
+}
+
+/// The room a `POST /publish/ROOM` target names: the WebSocket path its
+/// members connected to (`/publish/chat/lobby` is room `/chat/lobby`).
+pub fn publish_room(target: &str) -> Option<&str> {
+    path_of(target).strip_prefix("/publish").filter(|room| room.len() > 1 && room.starts_with('/'))
+}
+
+/// The page route for a plain (non-upgrade) request that is not a publish
+/// (see [`publish_room`]), as `routes` says.
 pub fn route(method: &str, target: &str, routes: Routes) -> Route {
-    let path = target.split(['?', '#']).next().unwrap_or("");
-    let found = match (path, routes) {
+    if publish_room(target).is_some() {
+        return Route::MethodNotAllowed;
+    }
+    let found = match (path_of(target), routes) {
         (_, Routes::None) => None,
         ("/" | "/index.html", Routes::All) => Some(Route::Monitor),
         ("/stats", _) => Some(Route::Stats),
@@ -63,6 +77,15 @@ pub fn route(method: &str, target: &str, routes: Routes) -> Route {
         None => Route::NotFound,
         Some(_) if method != "GET" && method != "HEAD" => Route::MethodNotAllowed,
         Some(route) => route,
+    }
+}
+
+/// The methods a target allows (for `405`'s `Allow`).
+pub fn allowed_methods(target: &str) -> &'static str {
+    if publish_room(target).is_some() {
+        "POST"
+    } else {
+        "GET, HEAD"
     }
 }
 
@@ -131,7 +154,10 @@ pub fn status_text(status: u16) -> &'static str {
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
+        401 => "Unauthorized",
         405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
         408 => "Request Timeout",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
@@ -167,6 +193,11 @@ mod tests {
         assert_eq!(route("GET", "/metrics", Routes::MetricsOnly), Route::Metrics);
         assert_eq!(route("GET", "/metrics", Routes::None), Route::NotFound);
         assert_eq!(route("GET", "/", Routes::None), Route::NotFound);
+        assert_eq!(route("GET", "/publish/alerts", Routes::All), Route::MethodNotAllowed);
+        assert_eq!(allowed_methods("/publish/alerts"), "POST");
+        assert_eq!(route("POST", "/publish/", Routes::All), Route::NotFound);
+        assert_eq!(publish_room("/publish/chat/lobby?x=1"), Some("/chat/lobby"));
+        assert_eq!(publish_room("/publishers"), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 
 use crate::{
+    fanout::Fanout,
     handshake::{Failure, RefusalKind},
     http::Route,
     protocol::Kind,
@@ -37,6 +38,37 @@ impl FrameCounts {
         self.ping += other.ping;
         self.pong += other.pong;
         self.close += other.close;
+    }
+}
+
+/// Rooms and what was published to them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RoomCounts {
+    /// Rooms with members now (a gauge).
+    pub rooms: u64,
+    /// Memberships now, all rooms together (a gauge).
+    pub memberships: u64,
+    /// Messages published from WebSocket members (or the application).
+    pub published_websocket: u64,
+    /// Messages published with `POST /publish`.
+    pub published_http: u64,
+    /// Messages queued for a member.
+    pub deliveries: u64,
+    /// Deliveries not made: the member was a slow consumer (skipped or closed).
+    pub deliveries_dropped: u64,
+    /// Joins refused (`--max-rooms`, `--max-rooms-per-connection`, a bad name).
+    pub joins_refused: u64,
+}
+
+impl RoomCounts {
+    fn merge(&mut self, other: &RoomCounts) {
+        self.rooms += other.rooms;
+        self.memberships += other.memberships;
+        self.published_websocket += other.published_websocket;
+        self.published_http += other.published_http;
+        self.deliveries += other.deliveries;
+        self.deliveries_dropped += other.deliveries_dropped;
+        self.joins_refused += other.joins_refused;
     }
 }
 
@@ -87,6 +119,16 @@ pub struct Metrics {
     pub latency_window: Histogram<u64>,
     /// The window being filled.
     latency_current: Histogram<u64>,
+    pub rooms: RoomCounts,
+    /// Frames published messages and collects their fan-out times: from the
+    /// moment a message to a room is complete in memory to the moment the
+    /// last member's copy is taken by the kernel.
+    pub fanout: Fanout,
+    /// Fan-out times since start, up to the last [`Metrics::rotate_window`]
+    /// (with the rest: [`Metrics::fanout_latency_total`]).
+    pub fanout_latency: Histogram<u64>,
+    /// Fan-out times over the last complete window.
+    pub fanout_latency_window: Histogram<u64>,
 }
 
 impl Default for Metrics {
@@ -112,6 +154,10 @@ impl Default for Metrics {
             latency: new_latency_histogram(),
             latency_window: new_latency_histogram(),
             latency_current: new_latency_histogram(),
+            rooms: RoomCounts::default(),
+            fanout: Fanout::new(quanta::Clock::new()),
+            fanout_latency: new_latency_histogram(),
+            fanout_latency_window: new_latency_histogram(),
         }
     }
 }
@@ -169,13 +215,22 @@ impl Metrics {
         self.latency_current.saturating_record_n(nanos, count);
     }
 
-    /// Ends the current latency window: it becomes `latency_window`, and is
-    /// added to the total since start.
+    /// Ends the current latency windows: they become `latency_window` and
+    /// `fanout_latency_window`, and are added to the totals since start.
     pub fn rotate_window(&mut self) {
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&self.latency_current);
         std::mem::swap(&mut self.latency_window, &mut self.latency_current);
         self.latency_current.reset();
+        self.fanout_latency_window = self.fanout.take_latency();
+        let _ = self.fanout_latency.add(&self.fanout_latency_window);
+    }
+
+    /// Fan-out times since start, the window being filled included.
+    pub fn fanout_latency_total(&self) -> Histogram<u64> {
+        let mut total = self.fanout_latency.clone();
+        let _ = total.add(self.fanout.peek_latency());
+        total
     }
 
     /// Service latency since start, the window being filled included.
@@ -224,10 +279,14 @@ impl Metrics {
         let _ = self.latency.add(&other.latency);
         let _ = self.latency_window.add(&other.latency_window);
         let _ = self.latency_current.add(&other.latency_current);
+        self.rooms.merge(&other.rooms);
+        let _ = self.fanout_latency.add(other.fanout_latency_total());
+        let _ = self.fanout_latency_window.add(&other.fanout_latency_window);
     }
 }
 
-fn new_latency_histogram() -> Histogram<u64> {
+/// A latency histogram: 1 ns to 60 s at 3 significant figures (about 200 KiB).
+pub fn new_latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("valid histogram bounds")
 }
 

@@ -44,9 +44,8 @@ pub fn respond(route: Route, method: &str, target: &str, source: &Source<'_>) ->
                 "nothing at {target}: WebSocket clients connect with an Upgrade request; pages are /, /stats, /metrics"
             ),
         ),
-        Route::MethodNotAllowed => {
-            Response::error(405, format!("{method} is not allowed on {target}")).with_header("Allow", "GET, HEAD")
-        }
+        Route::MethodNotAllowed => Response::error(405, format!("{method} is not allowed on {target}"))
+            .with_header("Allow", crate::http::allowed_methods(target)),
     };
     response.head_only = method == "HEAD";
     response

@@ -32,7 +32,8 @@ use crate::{
     app::{App, ConnectionId},
     clock::{self, Clock, Tick},
     config::Config,
-    connection::{Connection, Context, Readiness, Step, CLOSE_GRACE},
+    connection::{Connection, Context, Delivery, Readiness, Step, CLOSE_GRACE},
+    fanout::{Delivered, Origin, Publish},
     handshake::{Policy, Refusal},
     http::Routes,
     listener::{self, ListenOptions},
@@ -40,6 +41,7 @@ use crate::{
     modes::Builtin,
     outbox::Cork,
     protocol::Limits,
+    rooms::Rooms,
     shutdown::{Request, ShutdownSignals, StopHandle},
     socket::Socket,
     stats::Snapshot,
@@ -90,6 +92,9 @@ struct Shared {
     rx: Box<[u8]>,
     /// The output of the connection being served, until its flush.
     cork: Cork,
+    rooms: Rooms,
+    /// Messages published during the current call, fanned out right after it.
+    published: Vec<Publish>,
     clock: Clock,
     started: Instant,
     listen: SocketAddr,
@@ -108,6 +113,8 @@ impl Shared {
                 now: self.clock.now(),
                 now_fine: self.clock.now_fine(),
                 fine: self.clock.fine(),
+                rooms: &mut self.rooms,
+                published: &mut self.published,
             },
             registry,
             config: &self.config,
@@ -138,6 +145,10 @@ pub struct Server<A = Builtin> {
     stop: StopHandle,
     /// Connections to serve again before the next poll (they yielded).
     again: Vec<usize>,
+    /// Room members with deliveries to write at the end of this iteration.
+    dirty: Vec<usize>,
+    /// Room members found to be slow consumers during a fan-out, to close after it.
+    slow: Vec<usize>,
     /// Accepting is paused until then (out of descriptors).
     accept_paused_until: Option<Tick>,
     next_sweep: Tick,
@@ -199,8 +210,8 @@ impl<A: App> Server<A> {
         });
         let clock = Clock::new();
         let started = clock.now_instant();
-        let policy =
-            Policy { allowed_origins: config.allowed_origin.clone(), subprotocols: config.subprotocol.clone() };
+        let policy = Policy::new(&config);
+        let (max_rooms, max_rooms_per_connection) = (config.max_rooms, config.max_rooms_per_connection);
         let limits =
             Limits { max_frame: config.effective_max_frame_size() as u64, max_message: config.max_message_size as u64 };
         Ok(Server {
@@ -218,6 +229,8 @@ impl<A: App> Server<A> {
                 metrics: Metrics::default(),
                 rx: vec![0; RECV_BUFFER_SIZE].into_boxed_slice(),
                 cork: Cork::default(),
+                rooms: Rooms::new(max_rooms, max_rooms_per_connection),
+                published: Vec::new(),
                 clock,
                 started,
                 listen: local_addr,
@@ -225,6 +238,8 @@ impl<A: App> Server<A> {
             signals: None,
             stop,
             again: Vec::new(),
+            dirty: Vec::new(),
+            slow: Vec::new(),
             accept_paused_until: None,
             next_sweep: sweep_every,
             sweep_every,
@@ -303,6 +318,7 @@ impl<A: App> Server<A> {
             if metrics_listener_ready || retry {
                 self.accept(Listener::Metrics);
             }
+            self.drain();
             self.housekeeping();
         }
         Ok(self.summary())
@@ -324,17 +340,88 @@ impl<A: App> Server<A> {
         self.apply(key, step);
     }
 
+    /// Acts on what a call on connection `key` asked for, after fanning out
+    /// what the call published.
     fn apply(&mut self, key: usize, step: Step) {
         match step {
             Step::Keep => {}
             Step::Again => self.again.push(key),
             Step::Remove => self.remove(key),
         }
+        self.fan_out();
+    }
+
+    /// Queues each message published since the last fan-out for every member
+    /// of its room: one shared frame, a reference per member; members that
+    /// had nothing pending are written at the end of the iteration
+    /// ([`Server::drain`]), once however many messages they got.
+    fn fan_out(&mut self) {
+        if self.shared.published.is_empty() {
+            return;
+        }
+        let (limit, policy) = (self.shared.config.max_backpressure, self.shared.config.slow_consumer);
+        let mut published = std::mem::take(&mut self.shared.published);
+        for publish in published.drain(..) {
+            let mut counts = Delivered::default();
+            for &key in self.shared.rooms.members(publish.room).unwrap_or(&[]) {
+                let key = key as usize;
+                let Some(connection) = self.connections.get_mut(key) else { continue };
+                match connection.deliver(&publish.frame, limit, policy) {
+                    Delivery::Queued { drain } => {
+                        counts.delivered += 1;
+                        if drain {
+                            self.dirty.push(key);
+                        }
+                    }
+                    Delivery::Skipped => counts.dropped += 1,
+                    Delivery::Slow => {
+                        counts.dropped += 1;
+                        self.slow.push(key);
+                    }
+                }
+            }
+            let rooms = &mut self.shared.metrics.rooms;
+            rooms.deliveries += counts.delivered;
+            rooms.deliveries_dropped += counts.dropped;
+            if let Origin::Http { key } = publish.origin {
+                self.answer_publish(key, counts);
+            }
+        }
+        // Keep the vector's memory for the next call.
+        self.shared.published = published;
+        for key in std::mem::take(&mut self.slow) {
+            let Some(connection) = self.connections.get_mut(key) else { continue };
+            let mut cx = self.shared.context(self.poll.registry());
+            let step = connection.close_slow_consumer(token::for_connection(key), &mut self.app, &mut cx);
+            self.apply(key, step);
+        }
+    }
+
+    /// Tells the `POST /publish` connection under `key` what became of its message.
+    fn answer_publish(&mut self, key: usize, counts: Delivered) {
+        let Some(connection) = self.connections.get_mut(key) else { return };
+        let mut cx = self.shared.context(self.poll.registry());
+        let step = connection.on_published(counts, &mut cx);
+        let step = connection.finish(token::for_connection(key), step, &mut cx);
+        if step == Step::Remove {
+            self.remove(key);
+        }
+    }
+
+    /// Writes what was delivered to room members in this iteration.
+    fn drain(&mut self) {
+        while !self.dirty.is_empty() {
+            for key in std::mem::take(&mut self.dirty) {
+                let Some(connection) = self.connections.get_mut(key) else { continue };
+                let step = connection.drain(token::for_connection(key), &mut self.shared.context(self.poll.registry()));
+                self.apply(key, step);
+            }
+        }
     }
 
     fn remove(&mut self, key: usize) {
         if let Some(mut connection) = self.connections.try_remove(key) {
-            connection.on_remove(&mut self.app, &mut self.shared.metrics);
+            connection.on_remove(&mut self.app, &mut self.shared.context(self.poll.registry()));
             // Dropping closes the socket, which also removes it from epoll.
             drop(connection);
             if self.accept_paused_until.is_some() {

@@ -31,7 +31,29 @@ pub struct Snapshot {
     pub latency: Latency,
     /// The same over the last complete `--stats-interval` window.
     pub latency_recent: Latency,
+    pub rooms: Rooms,
+    /// Fan-out latency since start: a message to a room complete in memory
+    /// to its last member's copy taken by the kernel.
+    pub fanout_latency: Latency,
+    /// The same over the last complete `--stats-interval` window.
+    pub fanout_latency_recent: Latency,
     pub process: Process,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rooms {
+    /// Rooms with members now.
+    pub rooms: u64,
+    /// Memberships now, all rooms together.
+    pub memberships: u64,
+    /// Messages published, by source (`websocket`, `http`).
+    pub published: BTreeMap<&'static str, u64>,
+    /// Messages queued for a member.
+    pub deliveries: u64,
+    /// Deliveries not made to slow consumers (skipped, or closed).
+    pub deliveries_dropped: u64,
+    /// Joins refused by `--max-rooms`, `--max-rooms-per-connection` or a bad name.
+    pub joins_refused: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -156,6 +178,18 @@ impl Snapshot {
             },
             latency: Latency::from(&m.latency_total()),
             latency_recent: Latency::from(&m.latency_window),
+            rooms: Rooms {
+                rooms: m.rooms.rooms,
+                memberships: m.rooms.memberships,
+                published: [("http", m.rooms.published_http), ("websocket", m.rooms.published_websocket)]
+                    .into_iter()
+                    .collect(),
+                deliveries: m.rooms.deliveries,
+                deliveries_dropped: m.rooms.deliveries_dropped,
+                joins_refused: m.rooms.joins_refused,
+            },
+            fanout_latency: Latency::from(&m.fanout_latency_total()),
+            fanout_latency_recent: Latency::from(&m.fanout_latency_window),
             process: Process::current(),
         }
     }
@@ -270,20 +304,45 @@ impl Snapshot {
             &one(bp.pending_output_peak_bytes),
         );
 
-        let h = &metrics.latency_total();
-        let quantiles: Vec<(String, f64)> = [0.5, 0.9, 0.99, 0.999]
-            .iter()
-            .map(|q| (format!("{{quantile=\"{q}\"}}"), quantile_ns(h, *q) as f64 / 1e9))
-            .collect();
-        // A summary's _sum and _count samples follow its quantiles.
-        let mut samples = quantiles;
-        samples.push(("_sum".to_string(), h.mean() * h.len() as f64 / 1e9));
-        samples.push(("_count".to_string(), h.len() as f64));
+        let r = &self.rooms;
+        family("wsloop_rooms", "gauge", "Rooms with members.", &one(r.rooms));
+        family("wsloop_room_memberships", "gauge", "Memberships, all rooms together.", &one(r.memberships));
+        family(
+            "wsloop_messages_published_total",
+            "counter",
+            "Messages published to rooms, by source.",
+            &labelled("source", &mut r.published.iter().map(|(k, v)| (k.to_string(), *v))),
+        );
+        family("wsloop_deliveries_total", "counter", "Published messages queued for a member.", &one(r.deliveries));
+        family(
+            "wsloop_deliveries_dropped_total",
+            "counter",
+            "Deliveries not made to slow consumers.",
+            &one(r.deliveries_dropped),
+        );
+        family("wsloop_room_joins_refused_total", "counter", "Room joins refused by a limit.", &one(r.joins_refused));
+
+        let summary = |h: &Histogram<u64>| {
+            let mut samples: Vec<(String, f64)> = [0.5, 0.9, 0.99, 0.999]
+                .iter()
+                .map(|q| (format!("{{quantile=\"{q}\"}}"), quantile_ns(h, *q) as f64 / 1e9))
+                .collect();
+            // A summary's _sum and _count samples follow its quantiles.
+            samples.push(("_sum".to_string(), h.mean() * h.len() as f64 / 1e9));
+            samples.push(("_count".to_string(), h.len() as f64));
+            samples
+        };
         family(
             "wsloop_message_service_seconds",
             "summary",
             "Service latency: message complete in memory to reply accepted by the kernel.",
-            &samples,
+            &summary(&metrics.latency_total()),
+        );
+        family(
+            "wsloop_fanout_seconds",
+            "summary",
+            "Fan-out latency: message to a room complete in memory to the last member's copy accepted by the kernel.",
+            &summary(&metrics.fanout_latency_total()),
         );
 
         let p = &self.process;

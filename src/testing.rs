@@ -117,6 +117,10 @@ pub struct Harness {
     pub outbox: crate::outbox::Outbox,
     pub metrics: crate::metrics::Metrics,
     pub config: crate::Config,
+    /// The loop's rooms, and what was published (not fanned out: there is
+    /// no loop here).
+    pub rooms: crate::rooms::Rooms,
+    pub published: Vec<crate::fanout::Publish>,
     rx: Box<[u8]>,
     cork: crate::outbox::Cork,
     fine: quanta::Clock,
@@ -126,15 +130,29 @@ impl Harness {
     /// An open connection under `config`'s limits, reading `stream`.
     pub fn new(config: crate::Config, stream: MemStream) -> Self {
         Harness {
+            config: config.clone(),
             stream,
             open: crate::wakeup::Open::default(),
             outbox: crate::outbox::Outbox::default(),
             metrics: crate::metrics::Metrics::default(),
-            config,
+            rooms: crate::rooms::Rooms::new(config.max_rooms, config.max_rooms_per_connection),
+            published: Vec::new(),
             rx: vec![0; crate::server::RECV_BUFFER_SIZE].into_boxed_slice(),
             cork: crate::outbox::Cork::default(),
             fine: quanta::Clock::new(),
         }
+    }
+
+    /// A new connection on the same loop: the loop-wide buffers and metrics
+    /// are kept (a fuzz target measures the connection's memory, not the
+    /// loop's).
+    pub fn reset(&mut self, config: crate::Config, stream: MemStream) {
+        self.rooms = crate::rooms::Rooms::new(config.max_rooms, config.max_rooms_per_connection);
+        self.config = config;
+        self.stream = stream;
+        self.open = crate::wakeup::Open::default();
+        self.outbox = crate::outbox::Outbox::default();
+        self.published.clear();
     }
 
     /// Sends what the connection has pending, as a WRITABLE event on a
@@ -162,6 +180,8 @@ impl Harness {
             now: 0,
             now_fine: self.fine.raw(),
             fine: &self.fine,
+            rooms: &mut self.rooms,
+            published: &mut self.published,
         };
         let id = crate::app::ConnectionId(1);
         crate::wakeup::serve(&mut self.open, &mut self.stream, &mut self.outbox, id, app, &mut lent)

@@ -21,12 +21,14 @@ use bytes::Bytes;
 use crate::{
     app::{App, CloseRequest, ConnectionId, Ctx, Message},
     clock::{self, Tick},
+    fanout::Publish,
     metrics::Metrics,
     outbox::{self, Cork, Outbox},
     protocol::{
         writer::{self, put_close, put_frame},
         Event, Limits, Payload, Reader, Violation,
     },
+    rooms::Rooms,
     socket::{Received, Transport},
 };
 
@@ -81,6 +83,10 @@ pub struct Lent<'a> {
     pub now: Tick,
     pub now_fine: u64,
     pub fine: &'a quanta::Clock,
+    /// The loop's rooms, and the messages published during this call
+    /// (fanned out by the loop right after it).
+    pub rooms: &'a mut Rooms,
+    pub published: &'a mut Vec<Publish>,
 }
 
 /// What one wakeup did.
@@ -179,18 +185,8 @@ pub fn serve<T: Transport, A: App>(
             },
         };
         let room = lent.max_backpressure - outbox.len();
-        let used = read_events(
-            &mut open.reader,
-            &mut lent.rx[..n],
-            id,
-            app,
-            lent.cork,
-            lent.metrics,
-            &lent.limits,
-            room,
-            lent.measure_latency.then_some(lent.fine),
-            &mut served,
-        );
+        let (rx, mut hand) = lent.split();
+        let used = read_events(&mut open.reader, &mut rx[..n], id, app, &mut hand, room, &mut served);
         if used < n && served.end.is_none() {
             open.stash = Some(lent.rx[used..n].into());
         }
@@ -238,34 +234,98 @@ fn record_latency(open: &mut Open, served: &Served, pending: usize, lent: &mut L
     }
 }
 
+/// What the application's calls need of the loop: the [`Lent`] minus the
+/// receive buffer (which [`read_events`] is reading meanwhile).
+pub(crate) struct Hand<'h> {
+    cork: &'h mut Cork,
+    metrics: &'h mut Metrics,
+    limits: &'h Limits,
+    /// The fine clock, when latency is measured.
+    fine: Option<&'h quanta::Clock>,
+    rooms: &'h mut Rooms,
+    published: &'h mut Vec<Publish>,
+}
+
+impl Lent<'_> {
+    /// Everything but the receive buffer, for an application call.
+    pub(crate) fn hand(&mut self) -> Hand<'_> {
+        self.split().1
+    }
+
+    /// The receive buffer, and the rest as a [`Hand`].
+    fn split(&mut self) -> (&mut [u8], Hand<'_>) {
+        let hand = Hand {
+            cork: self.cork,
+            metrics: self.metrics,
+            limits: &self.limits,
+            fine: self.measure_latency.then_some(self.fine),
+            rooms: self.rooms,
+            published: self.published,
+        };
+        (self.rx, hand)
+    }
+}
+
+impl Hand<'_> {
+    /// The context for an application call on connection `id`; payloads in
+    /// `input` (addresses) or `assembled` are sent back without a copy.
+    pub(crate) fn ctx<'c>(
+        &'c mut self,
+        id: ConnectionId,
+        input: std::ops::Range<usize>,
+        assembled: Option<&'c Bytes>,
+        close: &'c mut Option<CloseRequest>,
+    ) -> Ctx<'c> {
+        Ctx {
+            id,
+            key: id.key(),
+            cork: self.cork,
+            input,
+            assembled,
+            metrics: self.metrics,
+            close,
+            rooms: self.rooms,
+            published: self.published,
+        }
+    }
+
+    /// Tells the application that connection `id` closed with `code`, then
+    /// takes it out of all its rooms.
+    pub(crate) fn closed<A: App>(&mut self, app: &mut A, id: ConnectionId, code: u16) {
+        // Nothing may be sent any more: a close is already "requested".
+        let mut closing = Some(CloseRequest { code, reason: String::new() });
+        app.on_close(&mut self.ctx(id, 0..0, None, &mut closing), code);
+        let rooms = &mut self.metrics.rooms;
+        rooms.memberships -= self.rooms.joined_count(id.key()) as u64;
+        self.rooms.leave_all(id.key(), |_| rooms.rooms -= 1);
+    }
+}
+
 /// Parses `input` into events and acts on each, corking the replies.
 /// Stops early (returning the bytes used) once the cork holds more than
 /// `room` bytes; after a close or a violation the rest is ignored.
-#[allow(clippy::too_many_arguments)]
 fn read_events<A: App>(
     reader: &mut Reader,
     input: &mut [u8],
     id: ConnectionId,
     app: &mut A,
-    cork: &mut Cork,
-    metrics: &mut Metrics,
-    limits: &Limits,
+    hand: &mut Hand<'_>,
     room: usize,
-    fine: Option<&quanta::Clock>,
     served: &mut Served,
 ) -> usize {
     let base = input.as_ptr() as usize;
     let region = base..base + input.len();
+    let (limits, fine) = (hand.limits, hand.fine);
     let mut pos = 0;
     while pos < input.len() {
-        if cork.len() > room {
+        if hand.cork.len() > room {
             return pos;
         }
         let (used, event) = match reader.next(&mut input[pos..], limits) {
             Ok(next) => next,
             Err(violation) => {
-                cork.push_scratch(|s| put_close(s, violation.code.into(), violation.reason));
-                metrics.frames_out.close += 1;
+                hand.cork.push_scratch(|s| put_close(s, violation.code.into(), violation.reason));
+                hand.metrics.frames_out.close += 1;
                 served.end = Some(End::Violation(violation));
                 return input.len();
             }
@@ -274,7 +334,7 @@ fn read_events<A: App>(
         let Some(event) = event else { continue };
         match event {
             Event::Message(kind, payload) => {
-                metrics.count_received(kind, payload.as_slice().len());
+                hand.metrics.count_received(kind, payload.as_slice().len());
                 served.messages += 1;
                 if let (Some(fine), None) = (fine, served.first_complete) {
                     served.first_complete = Some(fine.raw());
@@ -282,41 +342,38 @@ fn read_events<A: App>(
                 let mut close = None;
                 match payload {
                     Payload::InPlace(data) => {
-                        let mut cx =
-                            Ctx { id, cork, input: region.clone(), assembled: None, metrics, close: &mut close };
-                        app.on_message(&mut cx, Message::new(kind, data));
+                        app.on_message(&mut hand.ctx(id, region.clone(), None, &mut close), Message::new(kind, data));
                     }
                     Payload::Assembled(data) => {
                         // Owned by `Bytes` now, so that a reply can share it.
                         let data = Bytes::from(data);
-                        let mut cx =
-                            Ctx { id, cork, input: region.clone(), assembled: Some(&data), metrics, close: &mut close };
+                        let mut cx = hand.ctx(id, region.clone(), Some(&data), &mut close);
                         app.on_message(&mut cx, Message::new(kind, &data));
                     }
                 }
                 if let Some(request) = close {
-                    cork.push_scratch(|s| put_close(s, request.code, &request.reason));
-                    metrics.frames_out.close += 1;
+                    hand.cork.push_scratch(|s| put_close(s, request.code, &request.reason));
+                    hand.metrics.frames_out.close += 1;
                     served.end = Some(End::AppClosed(request));
                     return input.len();
                 }
             }
             Event::Ping(payload) => {
-                metrics.frames_in.ping += 1;
-                metrics.frames_out.pong += 1;
-                cork.push_scratch(|s| put_frame(s, writer::PONG, payload));
+                hand.metrics.frames_in.ping += 1;
+                hand.metrics.frames_out.pong += 1;
+                hand.cork.push_scratch(|s| put_frame(s, writer::PONG, payload));
             }
             Event::Pong(_) => {
-                metrics.frames_in.pong += 1;
+                hand.metrics.frames_in.pong += 1;
                 served.pong = true;
             }
             Event::Close(frame) => {
-                metrics.frames_in.close += 1;
-                metrics.frames_out.close += 1;
+                hand.metrics.frames_in.close += 1;
+                hand.metrics.frames_out.close += 1;
                 // Echo the status code (RFC 6455 §5.5.1); an empty close gets an empty one.
                 match frame {
-                    Some(frame) => cork.push_scratch(|s| put_close(s, frame.code, "")),
-                    None => cork.push_scratch(|s| put_frame(s, writer::CLOSE, &[])),
+                    Some(frame) => hand.cork.push_scratch(|s| put_close(s, frame.code, "")),
+                    None => hand.cork.push_scratch(|s| put_frame(s, writer::CLOSE, &[])),
                 }
                 served.end = Some(End::PeerClosed(frame.map_or(1005, |f| f.code)));
                 return input.len();

@@ -112,7 +112,12 @@ fn the_handshake_parser_survives_garbage() {
     let good = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     let mut rng = Rng(0x5eed_cafe_f00d_0002);
-    let policy = Policy { allowed_origins: vec!["https://a".into()], subprotocols: vec!["x".into()] };
+    let policy = Policy {
+        allowed_origins: vec!["https://a".into()],
+        subprotocols: vec!["x".into()],
+        publish_token: Some(wsloop::config::Secret("t".into())),
+        max_publish: 1000,
+    };
     let mut answered = 0;
     for case in 0..20_000 {
         let mut head = good.to_vec();

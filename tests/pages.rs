@@ -19,13 +19,6 @@ fn get(addr: SocketAddr, path: &str) -> HttpResponse {
     http_exchange(addr, format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
 }
 
-fn stats(addr: SocketAddr) -> Value {
-    let response = get(addr, "/stats");
-    assert_eq!(response.status, 200, "{}", response.head);
-    assert!(response.head.contains("Content-Type: application/json"));
-    serde_json::from_str(&response.body).expect("/stats is JSON")
-}
-
 /// `/metrics` parsed by prometheus_client's own parser (from the project's
 /// pinned virtualenv).
 fn prometheus(addr: SocketAddr) -> Value {

@@ -10,10 +10,11 @@
 
 #![no_main]
 
+use std::cell::RefCell;
+
 use libfuzzer_sys::fuzz_target;
 use wsloop::{
     modes::Echo,
-    server::RECV_BUFFER_SIZE,
     testing::{Harness, MemStream},
     wakeup::End,
     Config,
@@ -27,10 +28,16 @@ fuzz_target!(|data: &[u8]| frames::run::<Wakeup>(data));
 /// queued) or a violation (our close frame queued), deliver the last words
 /// and read nothing more; when the peer is gone, drop.
 struct Wakeup {
-    harness: Harness,
     state: State,
     /// Output left unsent when the peer went away.
     dropped: usize,
+}
+
+thread_local! {
+    /// The loop a server would have (receive buffer, cork, metrics): one per
+    /// process here, made before the memory measurement, and given a new
+    /// connection per run.
+    static LOOP: RefCell<Harness> = RefCell::new(Harness::new(Config::default(), MemStream::default()));
 }
 
 #[derive(PartialEq)]
@@ -43,6 +50,10 @@ enum State {
 }
 
 impl Connection for Wakeup {
+    fn init() {
+        LOOP.with(|_| {});
+    }
+
     fn open(limits: &Limits) -> Self {
         let config = Config {
             max_frame_size: limits.max_frame_size,
@@ -51,11 +62,38 @@ impl Connection for Wakeup {
             ..Config::default()
         };
         let stream = MemStream { write_budget: limits.write_budget, ..MemStream::default() };
-        Wakeup { harness: Harness::new(config, stream), state: State::Open, dropped: 0 }
+        LOOP.with_borrow_mut(|h| h.reset(config, stream));
+        Wakeup { state: State::Open, dropped: 0 }
     }
 
     fn wakeup(&mut self, input: &[u8], eof: bool, output: &mut Vec<u8>) {
-        let h = &mut self.harness;
+        LOOP.with_borrow_mut(|h| self.wakeup_on(h, input, eof, output));
+    }
+
+    fn pending_output(&self) -> usize {
+        if self.state == State::Gone {
+            0
+        } else {
+            LOOP.with_borrow(|h| h.outbox.len())
+        }
+    }
+
+    fn dropped_output(&self) -> usize {
+        self.dropped
+    }
+
+    /// Buffers that follow what arrived: a message put together (a vector
+    /// that may double), input kept under backpressure, output the peer has
+    /// not taken (at most an echo of the input): each bounded by the input,
+    /// never by what a header announces. (The loop's receive buffer and
+    /// metrics are the loop's, made before the measurement.)
+    fn memory_bound(_limits: &Limits, input_len: usize) -> usize {
+        4 * input_len + (64 << 10)
+    }
+}
+
+impl Wakeup {
+    fn wakeup_on(&mut self, h: &mut Harness, input: &[u8], eof: bool, output: &mut Vec<u8>) {
         h.stream.arrive(input, eof);
         std::mem::swap(&mut h.stream.output, output);
         match self.state {
@@ -81,26 +119,5 @@ impl Connection for Wakeup {
             self.state = State::Gone;
         }
         std::mem::swap(&mut h.stream.output, output);
-    }
-
-    fn pending_output(&self) -> usize {
-        if self.state == State::Gone {
-            0
-        } else {
-            self.harness.outbox.len()
-        }
-    }
-
-    fn dropped_output(&self) -> usize {
-        self.dropped
-    }
-
-    /// The loop's receive buffer (the harness allocates one), and buffers
-    /// that follow what arrived: a message put together (a vector that may
-    /// double), input kept under backpressure, output the peer has not taken
-    /// (at most an echo of the input): each bounded by the input, never by
-    /// what a header announces.
-    fn memory_bound(_limits: &Limits, input_len: usize) -> usize {
-        RECV_BUFFER_SIZE + 4 * input_len + (64 << 10)
     }
 }

@@ -14,10 +14,13 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use tungstenite::handshake::derive_accept_key;
 use wsloop::{
-    config::MAX_REQUEST_HEAD,
+    config::{Secret, MAX_REQUEST_HEAD},
     handshake::{answer, Decision, Policy, MAX_HEADERS},
     http::Routes,
 };
+
+/// The publish token of the policy that turns publishing on (the seeds use it).
+const TOKEN: &str = "fuzz-token";
 
 /// The server's decision on `head` (its one head parser, then the
 /// decision); `None` while the head is incomplete.
@@ -37,6 +40,9 @@ fn cases() -> &'static [(Policy, Routes)] {
         let strict = Policy {
             allowed_origins: vec!["https://a.example".into()],
             subprotocols: vec!["chat".into(), "superchat".into()],
+            // Publishing on, with a small body limit.
+            publish_token: Some(Secret(TOKEN.into())),
+            max_publish: 1000,
         };
         vec![
             (Policy::default(), Routes::All),
@@ -89,6 +95,15 @@ fn check(head: &[u8], policy: &Policy, routes: Routes, decision: Option<Decision
             assert!((400..600).contains(&status), "a refusal with status {status}");
             let len = refusal.response.to_bytes().len();
             assert!(len <= bound, "a {len}-byte refusal for a {}-byte head", head.len());
+        }
+        Decision::Publish(publish) => {
+            assert!(parsed.is_ok() && request.method == Some("POST"), "a publish that is not a POST");
+            let token = policy.publish_token.as_ref().expect("a publish with publishing off");
+            let auth = header("authorization").expect("a publish without Authorization");
+            let offered = String::from_utf8_lossy(auth);
+            assert!(offered.trim().ends_with(&token.0), "a publish with the wrong token: {offered:?}");
+            assert!(publish.length <= policy.max_publish, "a publish over the limit");
+            assert!(publish.room.starts_with('/') && publish.room.len() < head.len());
         }
         Decision::Plain(plain) => {
             assert!(parsed.is_ok(), "a page for a malformed head");

@@ -33,8 +33,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(config: Config) -> TestServer {
+        let app = wsloop::modes::Builtin::for_config(&config);
+        Self::start_app(config, app)
+    }
+
+    /// A server running `app` (an application as a user writes one).
+    pub fn start_app<A: wsloop::app::App + Send + 'static>(config: Config, app: A) -> TestServer {
         let config = Config { listen: "127.0.0.1:0".parse().unwrap(), ..config };
-        let mut server = Server::bind(config).expect("bind 127.0.0.1:0");
+        let mut server = Server::bind_with(config, app).expect("bind 127.0.0.1:0");
         let addr = server.local_addr();
         let stop = server.stop_handle();
         let thread = std::thread::spawn(move || server.run().expect("event loop"));
@@ -66,12 +72,32 @@ pub type Client = WebSocket<TcpStream>;
 /// A blocking WebSocket client, with read and write timeouts so that a
 /// missing answer fails the test instead of hanging it.
 pub fn connect(addr: SocketAddr) -> Client {
+    connect_to(addr, "/")
+}
+
+/// [`connect`] with a request path (in broadcast mode: the room).
+pub fn connect_to(addr: SocketAddr, path: &str) -> Client {
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.set_write_timeout(Some(WAIT)).unwrap();
-    let (ws, response) = tungstenite::client(format!("ws://{addr}/"), stream).expect("handshake");
+    let (ws, response) = tungstenite::client(format!("ws://{addr}{path}"), stream).expect("handshake");
     assert_eq!(response.status(), 101);
     ws
+}
+
+/// `/stats`, parsed.
+pub fn stats(addr: SocketAddr) -> serde_json::Value {
+    let response = http_exchange(addr, b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert!(response.head.contains("Content-Type: application/json"));
+    serde_json::from_str(&response.body).expect("/stats is JSON")
+}
+
+/// A `POST` of `body` to `path`, with extra header lines (each ending in CRLF).
+pub fn post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> HttpResponse {
+    let mut request = format!("POST {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").into_bytes();
+    request.extend_from_slice(body);
+    http_exchange(addr, &request)
 }
 
 /// Reads until a data message, a close frame or an error; pongs are skipped.

@@ -738,7 +738,8 @@ impl Client {
     }
 
     fn send_scheduled(&mut self, schedule: &Schedule, cx: &mut Context) -> Result<(), End> {
-        if !cx.sending || self.write_blocked || !self.is_open() {
+        // (A broadcast subscriber that does not publish has no slot of its own.)
+        if !self.sends || !cx.sending || self.write_blocked || !self.is_open() {
             return Ok(());
         }
         let due = schedule.due_count(self.slot, cx.now_ns);

@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use crate::broadcast::Layout;
 use clap::{parser::ValueSource, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use tungstenite::http::Uri;
 use wsloop::{
@@ -57,6 +58,13 @@ pub const DEFAULT_MESSAGE_TIMEOUT: &str = "5s";
 /// 30 s to 120 s idle timeouts servers and load balancers commonly use.
 pub const DEFAULT_PING_INTERVAL: &str = "16s";
 
+/// Rooms in broadcast mode when `--rooms` is not given: one, the URL's path.
+pub const DEFAULT_ROOMS: u64 = 1;
+
+/// Publishers in broadcast mode when `--publishers` is not given: one sender
+/// and everyone else listening, the shape of a notification or a dashboard feed.
+pub const DEFAULT_PUBLISHERS: u64 = 1;
+
 /// Most messages in flight per connection (`--pipeline`).
 const MAX_PIPELINE: u32 = 1 << 16;
 
@@ -92,6 +100,12 @@ pub enum Mode {
     /// Connect, exchange one message, close, repeat, on --connections slots.
     /// The handshake benchmark.
     Churn,
+    /// Fan-out, against a broadcast server (wsloop --mode broadcast): every
+    /// connection joins one of --rooms rooms by its path, --publishers of them
+    /// send (--rate in total, open loop; without --rate each sends its next
+    /// message when its previous one came back to it), and every member checks
+    /// that it gets each message of its room once, in order, intact.
+    Broadcast,
 }
 
 impl Mode {
@@ -101,6 +115,7 @@ impl Mode {
             Mode::Rate => "rate",
             Mode::Idle => "idle",
             Mode::Churn => "churn",
+            Mode::Broadcast => "broadcast",
         }
     }
 }
@@ -185,13 +200,31 @@ pub struct Cli {
     #[arg(long, env = "LOADGEN_BINARY")]
     pub binary: bool,
 
-    /// Echo mode: messages each connection keeps in flight.
+    /// Echo mode (and broadcast mode without --rate: each publisher): messages each connection keeps in flight.
     #[arg(short = 'k', long, env = "LOADGEN_PIPELINE", default_value_t = 1, value_parser = parse_pipeline)]
     pub pipeline: u32,
 
     /// Rate mode: messages per second in total, spread evenly over the connections, e.g. 50k.
+    /// Broadcast mode: messages published per second in total, spread over the publishers.
     #[arg(short = 'R', long, env = "LOADGEN_RATE", value_parser = parse_positive_count)]
     pub rate: Option<u64>,
+
+    /// Broadcast mode: rooms to spread the connections over (connection i joins room i mod R).
+    /// With 1 the room is the URL's path; with more, room i is the path followed by
+    /// /r<i> (ws://h/ gives /r0, /r1, ...; ws://h/chat gives /chat/r0, ...), query kept [default: 1].
+    #[arg(long, env = "LOADGEN_ROOMS", value_parser = parse_positive_count)]
+    pub rooms: Option<u64>,
+
+    /// Broadcast mode: connections that send, spread as evenly as possible over the rooms;
+    /// every connection (publishers too) subscribes to its room [default: 1].
+    #[arg(long, env = "LOADGEN_PUBLISHERS", value_parser = parse_positive_count)]
+    pub publishers: Option<u64>,
+
+    /// Broadcast mode: subscribers (never publishers) that stop reading while traffic runs,
+    /// so that the server's slow-consumer policy applies to them; they read what is buffered
+    /// at the end, and what they lost is reported apart, without failing the run [default: 0].
+    #[arg(long, env = "LOADGEN_SLOW", value_parser = parse_count)]
+    pub slow: Option<u64>,
 
     /// How long to measure, after the ramp and the warm-up, e.g. 30s.
     #[arg(short = 'd', long, env = "LOADGEN_DURATION", default_value = DEFAULT_DURATION,
@@ -206,7 +239,8 @@ pub struct Cli {
     #[arg(short = 'n', long, env = "LOADGEN_MESSAGES", value_parser = parse_positive_count)]
     pub messages: Option<u64>,
 
-    /// An echo not back within this time counts as missing.
+    /// An echo not back within this time counts as missing; also how long the run waits
+    /// at the end for messages still in flight (broadcast: for deliveries still on their way).
     #[arg(long, env = "LOADGEN_MESSAGE_TIMEOUT", default_value = DEFAULT_MESSAGE_TIMEOUT,
           value_parser = parse_positive_duration)]
     pub message_timeout: Duration,
@@ -265,6 +299,8 @@ pub struct Settings {
     pub encoding: Encoding,
     pub pipeline: u32,
     pub rate: Option<u64>,
+    /// Broadcast mode: the rooms, publishers and slow subscribers; `None` in the other modes.
+    pub layout: Option<Layout>,
     pub duration: Duration,
     pub warmup: Duration,
     pub messages: Option<u64>,
@@ -292,9 +328,48 @@ impl Cli {
         Ok(cli)
     }
 
+    /// Broadcast mode's rooms, publishers and slow subscribers, checked;
+    /// `None` in the other modes (where giving any of them is an error).
+    fn layout(&self) -> Result<Option<Layout>, String> {
+        if self.mode != Mode::Broadcast {
+            for (flag, given) in [
+                ("--rooms", self.rooms.is_some()),
+                ("--publishers", self.publishers.is_some()),
+                ("--slow", self.slow.is_some()),
+            ] {
+                if given {
+                    return Err(format!("{flag} applies to --mode broadcast"));
+                }
+            }
+            return Ok(None);
+        }
+        let connections = self.connections;
+        let rooms = self.rooms.unwrap_or(DEFAULT_ROOMS);
+        let publishers = self.publishers.unwrap_or(DEFAULT_PUBLISHERS);
+        let slow = self.slow.unwrap_or(0);
+        // Connection ids (and so publisher ids in the stamp) are 32-bit.
+        if u32::try_from(connections).is_err() {
+            return Err(format!("--connections {connections} is above {} in broadcast mode", u32::MAX));
+        }
+        if rooms > connections {
+            return Err(format!("--rooms {rooms} is more than --connections {connections}: every room needs a member"));
+        }
+        if publishers > connections {
+            return Err(format!("--publishers {publishers} is more than --connections {connections}"));
+        }
+        if publishers + slow > connections {
+            return Err(format!(
+                "--publishers {publishers} and --slow {slow} are more than --connections {connections} \
+                 (a slow subscriber never publishes)"
+            ));
+        }
+        Ok(Some(Layout { rooms: rooms as u32, publishers: publishers as u32, slow: slow as u32 }))
+    }
+
     /// Checks what no single flag parser can, resolves the target, and
     /// returns the run's settings; `Err` is a one-line reason (exit 2).
     pub fn into_settings(self, stderr_is_terminal: bool) -> Result<Settings, String> {
+        let layout = self.layout()?;
         let url = match (self.target, self.url) {
             (Some(_), Some(_)) if self.url_on_command_line => {
                 return Err("the URL is given twice: as an argument and with --url; give one".into())
@@ -333,6 +408,7 @@ impl Cli {
         }
         match (self.mode, self.rate) {
             (Mode::Rate, None) => return Err("--mode rate needs --rate (messages per second in total)".into()),
+            (Mode::Broadcast, _) => {}
             (Mode::Echo | Mode::Idle | Mode::Churn, Some(_)) => {
                 return Err(format!("--rate applies to --mode rate, not --mode {}", self.mode.as_str()))
             }
@@ -341,8 +417,9 @@ impl Cli {
         if self.messages.is_some() && self.mode != Mode::Echo {
             return Err("--messages applies to --mode echo".into());
         }
-        if self.pipeline != 1 && self.mode != Mode::Echo {
-            return Err("--pipeline applies to --mode echo".into());
+        let closed_loop = self.mode == Mode::Echo || (self.mode == Mode::Broadcast && self.rate.is_none());
+        if self.pipeline != 1 && !closed_loop {
+            return Err("--pipeline applies to --mode echo and to --mode broadcast without --rate".into());
         }
         if self.threads > self.connections {
             return Err(format!("--threads {} is more than --connections {}", self.threads, self.connections));
@@ -353,7 +430,7 @@ impl Cli {
         if self.source_ip.iter().any(|ip| ip.is_ipv4() != target.is_ipv4()) {
             return Err("--source-ip must be of the same family (IPv4/IPv6) as the target".into());
         }
-        if let Some(rate) = self.rate {
+        if let (Some(rate), None) = (self.rate, layout) {
             if rate < self.threads {
                 return Err(format!("--rate {rate} is below one message per second per thread"));
             }
@@ -384,6 +461,7 @@ impl Cli {
             encoding,
             pipeline: self.pipeline,
             rate: self.rate,
+            layout,
             duration: self.duration,
             warmup: self.warmup,
             messages: self.messages,
@@ -407,6 +485,22 @@ impl Settings {
             Mode::Rate => format!("{} B {}, {} msgs/s", self.size, self.encoding.as_str(), self.rate.unwrap_or(0)),
             Mode::Idle => format!("ping every {}", format_duration(self.ping_interval)),
             Mode::Churn => format!("{} B {}, one message per connection", self.size, self.encoding.as_str()),
+            Mode::Broadcast => {
+                let layout = self.layout.unwrap_or(Layout { rooms: 1, publishers: 1, slow: 0 });
+                let plural = |n: u32, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+                let pace = match self.rate {
+                    Some(rate) => format!("{rate} msgs/s"),
+                    None => format!("closed loop, pipeline {}", self.pipeline),
+                };
+                let slow = if layout.slow > 0 { format!(", {} slow", layout.slow) } else { String::new() };
+                format!(
+                    "{}, {}{slow}, {} B {}, {pace}",
+                    plural(layout.rooms, "room"),
+                    plural(layout.publishers, "publisher"),
+                    self.size,
+                    self.encoding.as_str()
+                )
+            }
         };
         let length = match self.messages {
             Some(n) => format!("{n} messages (at most {})", format_duration(self.duration)),
@@ -534,6 +628,43 @@ mod tests {
         assert!(settings(&["--header", "no colon"]).is_err());
         assert!(settings(&["--duration", "0"]).is_err());
         assert!(settings(&["--mode", "idle", "--messages", "10"]).is_err());
+    }
+
+    #[test]
+    fn broadcast_layout_and_its_limits() {
+        let s = settings(&["--mode", "broadcast", "-c", "10"]).unwrap();
+        assert_eq!(s.layout, Some(Layout { rooms: 1, publishers: 1, slow: 0 }));
+        assert_eq!(s.rate, None, "closed loop without --rate");
+        let s = settings(&[
+            "--mode",
+            "broadcast",
+            "-c",
+            "10",
+            "--rooms",
+            "3",
+            "--publishers",
+            "4",
+            "--slow",
+            "2",
+            "-R",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(s.layout, Some(Layout { rooms: 3, publishers: 4, slow: 2 }));
+        assert!(s.describe().contains("3 rooms, 4 publishers, 2 slow"), "{}", s.describe());
+        assert!(settings(&["--mode", "broadcast", "-c", "10", "-k", "4"]).is_ok(), "closed loop may pipeline");
+        let refused = |args: &[&str]| {
+            let mut all = vec!["--mode", "broadcast", "-c", "10"];
+            all.extend_from_slice(args);
+            settings(&all).unwrap_err()
+        };
+        assert!(refused(&["--rooms", "11"]).contains("every room needs a member"));
+        assert!(refused(&["--publishers", "11"]).contains("--publishers"));
+        assert!(refused(&["--publishers", "5", "--slow", "6"]).contains("never publishes"));
+        assert!(refused(&["-R", "100", "-k", "2"]).contains("--pipeline"));
+        assert!(refused(&["--messages", "5"]).contains("--messages"));
+        assert!(settings(&["--rooms", "2"]).unwrap_err().contains("applies to --mode broadcast"));
+        assert!(settings(&["--mode", "rate", "-R", "10", "--slow", "1"]).is_err());
     }
 
     #[test]

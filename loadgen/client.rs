@@ -27,6 +27,7 @@ use mio::{net::TcpStream, Interest, Registry, Token};
 use wsloop::wire::{Encoding, Stamp, BINARY_STAMP_LEN};
 
 use crate::{
+    broadcast::{Layout, Subscriber, Verdict},
     cli::Mode,
     frames::{self, FrameTemplate},
     handshake::{self, Refused, RequestTemplate},
@@ -53,16 +54,25 @@ pub struct Context {
     pub mode: Mode,
     /// Binary or text data messages (the stamp's encoding).
     pub encoding: Encoding,
-    /// Echo mode: messages to keep in flight per connection.
+    /// Echo mode (and closed-loop broadcast): messages to keep in flight per connection.
     pub pipeline: u64,
+    /// Each sender sends its next message when its last one is back (echo
+    /// mode, broadcast without `--rate`), rather than on a schedule.
+    pub closed_loop: bool,
+    /// Record the uncorrected latency (from the actual send time) beside
+    /// the corrected one: the open-loop modes, where the two differ.
+    pub uncorrected: bool,
+    /// Broadcast mode: rooms, publishers and slow subscribers.
+    pub layout: Option<Layout>,
     /// `--message-timeout`: an echo later than this is missing.
     pub message_timeout_ns: u64,
     /// `--connect-timeout`: from `connect()` to the 101.
     pub connect_timeout_ns: u64,
     /// The payload every data message carries (stamp area aside); empty in idle mode.
     pub payload: Vec<u8>,
-    /// The handshake request every connection sends (with its own key).
-    pub request: RequestTemplate,
+    /// The handshake request every connection sends (with its own key):
+    /// one per room in broadcast mode, else one.
+    pub requests: Vec<RequestTemplate>,
     /// The loop's figures.
     pub stats: Stats,
     /// The loop's receive buffer: every read lands here and is parsed in place.
@@ -169,6 +179,13 @@ pub struct Client {
     write_blocked: bool,
     /// The handshake completed (so removal counts as a closed connection, not an attempt).
     opened: bool,
+    /// It sends data messages: every connection, except broadcast's non-publishers.
+    sends: bool,
+    /// Broadcast mode: its room and what it has received of it (empty otherwise).
+    sub: Subscriber,
+    /// When input last arrived: a slow subscriber draining at the end is
+    /// done when this is some time ago.
+    last_input_ns: u64,
 }
 
 impl Client {
@@ -184,6 +201,10 @@ impl Client {
         let mut stream = sys::start_connect(target, source)?;
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         cx.connecting += 1;
+        let (sends, sub) = match &cx.layout {
+            Some(layout) => (layout.is_publisher(id), Subscriber::new(layout, id)),
+            None => (true, Subscriber::default()),
+        };
         Ok(Client {
             stream,
             state: State::Connecting,
@@ -197,7 +218,63 @@ impl Client {
             pending: Vec::new(),
             write_blocked: false,
             opened: false,
+            sends,
+            sub,
+            last_input_ns: cx.now_ns,
         })
+    }
+
+    /// The id written into its stamps (broadcast: its publisher id).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Whether the handshake completed.
+    pub fn opened(&self) -> bool {
+        self.opened
+    }
+
+    /// Whether it sends data messages (broadcast: whether it publishes).
+    pub fn sends(&self) -> bool {
+        self.sends
+    }
+
+    /// Data messages sent so far (broadcast: published).
+    pub fn sent(&self) -> u64 {
+        self.seq.next_seq
+    }
+
+    /// Broadcast mode: its room and what it received.
+    pub fn subscriber(&self) -> &Subscriber {
+        &self.sub
+    }
+
+    /// Broadcast mode: takes its subscriber state (when it leaves early, to
+    /// be accounted for at the end).
+    pub fn take_subscriber(&mut self) -> Subscriber {
+        std::mem::take(&mut self.sub)
+    }
+
+    /// When input last arrived.
+    pub fn last_input_ns(&self) -> u64 {
+        self.last_input_ns
+    }
+
+    /// A `--slow` subscriber: it reads nothing while traffic runs.
+    #[inline]
+    fn paused(&self, cx: &Context) -> bool {
+        self.sub.slow && cx.sending
+    }
+
+    /// A `--slow` subscriber, at the end of traffic: reads what is buffered
+    /// (and from now on everything, as the others do).
+    pub fn resume_reading(&mut self, cx: &mut Context) -> Step {
+        if !self.is_open() {
+            return Step::Keep;
+        }
+        self.last_input_ns = cx.now_ns;
+        let result = self.read_input(false, cx);
+        self.settle(result, cx)
     }
 
     pub fn is_open(&self) -> bool {
@@ -266,6 +343,13 @@ impl Client {
             }
             State::Open => {
                 if self.seq.in_flight() > 0 && now.saturating_sub(self.seq.progress_ns) > cx.message_timeout_ns {
+                    if cx.mode == Mode::Broadcast {
+                        // A publisher's own message did not come back: send
+                        // on. Whether anyone missed it is judged at the end.
+                        self.seq.expected = self.seq.next_seq;
+                        self.seq.progress_ns = now;
+                        return self.top_up(cx);
+                    }
                     self.give_up_in_flight("not echoed within --message-timeout", cx);
                     if cx.mode == Mode::Churn {
                         return self.begin_close(1000, cx);
@@ -330,7 +414,7 @@ impl Client {
     }
 
     fn start_handshake(&mut self, cx: &mut Context) -> Step {
-        let request = cx.request.instantiate();
+        let request = cx.requests[self.sub.room as usize].instantiate();
         self.state = State::Handshaking(Box::new(Handshaking {
             request: request.bytes,
             written: 0,
@@ -357,7 +441,8 @@ impl Client {
                 Ok(0) => return self.fail(Failure::Closed, "server closed the connection before answering".into(), cx),
                 Ok(n) => {
                     hs.response.extend_from_slice(&cx.rx[..n]);
-                    match handshake::check_response(&hs.response, &hs.expected_accept, cx.request.offered()) {
+                    let offered = cx.requests[self.sub.room as usize].offered();
+                    match handshake::check_response(&hs.response, &hs.expected_accept, offered) {
                         Ok(None) if n < cx.rx.len() => return Step::Keep,
                         Ok(None) => continue,
                         Ok(Some(head_len)) => {
@@ -426,18 +511,18 @@ impl Client {
             if !self.write_blocked {
                 // Unblocked: catch up with what came due meanwhile.
                 match (cx.mode, schedule) {
-                    (Mode::Rate | Mode::Idle, Some(schedule)) => self.send_scheduled(schedule, cx)?,
-                    (Mode::Echo, _) => self.send_top_up(cx).map(|_| ())?,
+                    (Mode::Rate | Mode::Idle | Mode::Broadcast, Some(schedule)) => self.send_scheduled(schedule, cx)?,
+                    (Mode::Echo | Mode::Broadcast, _) => self.send_top_up(cx).map(|_| ())?,
                     _ => {}
                 }
             }
         }
-        if readable {
+        if readable && !self.paused(cx) {
             let before = self.seq.expected;
             self.read_input(read_closed, cx)?;
             if self.seq.expected != before {
                 match cx.mode {
-                    Mode::Echo => {
+                    Mode::Echo | Mode::Broadcast => {
                         self.send_top_up(cx)?;
                     }
                     Mode::Churn if self.seq.in_flight() == 0 => {
@@ -471,6 +556,7 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(End::Io(e)),
             };
+            self.last_input_ns = cx.now_ns;
             self.consume(n, cx)?;
             // A short read took everything there was (edge-triggered: more
             // input raises a new event), unless the peer has half-closed, in
@@ -483,9 +569,10 @@ impl Client {
 
     /// Bytes that arrived with the 101 (in the handshake's buffer, not the loop's).
     fn take_input(&mut self, bytes: &[u8], cx: &mut Context) -> Result<(), End> {
-        let Context { stats, payload, encoding, mode, window, now_ns, .. } = cx;
+        let basis = Basis::of(cx);
+        let Context { stats, payload, encoding, .. } = cx;
         let expected = Expected { encoding: *encoding, payload: &payload[..] };
-        let mut receive = Receive::new(self.id, &mut self.seq, stats, *mode, *window, *now_ns, expected.payload.len());
+        let mut receive = Receive::new(self.id, &mut self.seq, &mut self.sub, stats, basis);
         self.inbound.feed(bytes, &expected, &mut receive).map_err(End::Protocol)?;
         let (ping, close) = (receive.ping.take(), receive.close.take());
         self.after_input(ping, close)
@@ -493,9 +580,10 @@ impl Client {
 
     #[inline]
     fn consume(&mut self, n: usize, cx: &mut Context) -> Result<(), End> {
-        let Context { stats, payload, encoding, mode, window, now_ns, rx, .. } = cx;
+        let basis = Basis::of(cx);
+        let Context { stats, payload, encoding, rx, .. } = cx;
         let expected = Expected { encoding: *encoding, payload: &payload[..] };
-        let mut receive = Receive::new(self.id, &mut self.seq, stats, *mode, *window, *now_ns, expected.payload.len());
+        let mut receive = Receive::new(self.id, &mut self.seq, &mut self.sub, stats, basis);
         self.inbound.feed(&rx[..n], &expected, &mut receive).map_err(End::Protocol)?;
         if receive.ping.is_none() && receive.close.is_none() {
             return Ok(());
@@ -544,6 +632,9 @@ impl Client {
     fn settle_end(&mut self, end: End, cx: &mut Context) -> Step {
         let id = self.id;
         let sent = self.seq.next_seq;
+        if self.sub.slow && !cx.closing_all && !matches!(end, End::Protocol(_)) {
+            return self.slow_end(end, cx);
+        }
         match end {
             End::PeerClose(code) if cx.closing_all => {
                 let _ = code;
@@ -589,10 +680,41 @@ impl Client {
         }
     }
 
+    /// A `--slow` subscriber ended by the server (closed for being slow, as
+    /// a `--slow-consumer close` policy does): reported apart, not a fault.
+    #[cold]
+    fn slow_end(&mut self, end: End, cx: &mut Context) -> Step {
+        let how = match &end {
+            End::PeerClose(Some(code)) => code.to_string(),
+            End::PeerClose(None) => "no code".to_string(),
+            End::Eof => "eof".to_string(),
+            End::Io(_) | End::Protocol(_) => "reset".to_string(),
+        };
+        *cx.stats.fanout.slow_closed.entry(how).or_default() += 1;
+        match end {
+            End::PeerClose(code) => {
+                // Answer the close (RFC 6455 §5.5.1), then wait for the server to end TCP.
+                let reply = frames::close(code.unwrap_or(1000), self.mask);
+                if self.write_or_keep(&reply).is_err() {
+                    return Step::Remove;
+                }
+                self.state = State::Closing { deadline_ns: cx.now_ns + CLOSE_TIMEOUT_NS };
+                Step::Keep
+            }
+            _ => Step::Remove,
+        }
+    }
+
     /// Counts every message in flight as missing and stops waiting for them.
+    /// (Broadcast: only stops waiting; what was missed is judged at the end,
+    /// per subscriber.)
     fn give_up_in_flight(&mut self, why: &str, cx: &mut Context) {
         let lost = self.seq.in_flight();
         if lost == 0 {
+            return;
+        }
+        if cx.mode == Mode::Broadcast {
+            self.seq.expected = self.seq.next_seq;
             return;
         }
         let (id, first) = (self.id, self.seq.expected);
@@ -607,7 +729,7 @@ impl Client {
     /// Echo mode's top-up; returns how many messages were sent.
     #[inline]
     fn send_top_up(&mut self, cx: &mut Context) -> Result<u64, End> {
-        if cx.mode != Mode::Echo || !cx.sending || self.write_blocked || !self.is_open() {
+        if !cx.closed_loop || !self.sends || !cx.sending || self.write_blocked || !self.is_open() {
             return Ok(0);
         }
         let count = cx.pipeline.saturating_sub(self.seq.in_flight()).min(cx.quota_left);
@@ -616,7 +738,8 @@ impl Client {
     }
 
     fn send_scheduled(&mut self, schedule: &Schedule, cx: &mut Context) -> Result<(), End> {
-        if !cx.sending || self.write_blocked || !self.is_open() {
+        // (A broadcast subscriber that does not publish has no slot of its own.)
+        if !self.sends || !cx.sending || self.write_blocked || !self.is_open() {
             return Ok(());
         }
         let due = schedule.due_count(self.slot, cx.now_ns);
@@ -742,6 +865,30 @@ struct PingPayload {
     len: usize,
 }
 
+/// What the echo checker needs of the loop's context besides the counters:
+/// the parts of [`Context`] that are the same for every message of a read.
+#[derive(Debug, Clone, Copy)]
+struct Basis {
+    /// Idle mode expects pongs, broadcast deliveries, the others echoes.
+    mode: Mode,
+    /// Messages intended in it are measured.
+    window: Window,
+    /// The receive time of everything in this read.
+    now_ns: u64,
+    /// Payload bytes per message, for the byte counters.
+    payload_len: u64,
+    /// Record the uncorrected latency too ([`Context::uncorrected`]).
+    uncorrected: bool,
+}
+
+impl Basis {
+    #[inline]
+    fn of(cx: &Context) -> Basis {
+        let payload_len = if cx.mode == Mode::Idle { BINARY_STAMP_LEN } else { cx.payload.len() } as u64;
+        Basis { mode: cx.mode, window: cx.window, now_ns: cx.now_ns, payload_len, uncorrected: cx.uncorrected }
+    }
+}
+
 /// The echo checker: what the reader hands over, judged against the
 /// connection's sequence state, counted and timed.
 struct Receive<'a> {
@@ -749,16 +896,12 @@ struct Receive<'a> {
     id: u32,
     /// The connection's sequence state.
     seq: &'a mut Tracker,
+    /// Broadcast mode: what the connection has received of its room.
+    sub: &'a mut Subscriber,
     /// Where results are counted.
     stats: &'a mut Stats,
-    /// Idle mode expects pongs, the others data messages.
-    mode: Mode,
-    /// Echoes of messages intended in it are measured.
-    window: Window,
-    /// The receive time of everything in this read.
-    now_ns: u64,
-    /// Payload bytes per echo, for the byte counters.
-    payload_len: u64,
+    /// Mode, window, time and sizes.
+    basis: Basis,
     /// A ping to answer once the read is processed.
     ping: Option<PingPayload>,
     /// A close frame received (with its code, if any).
@@ -767,17 +910,8 @@ struct Receive<'a> {
 
 impl<'a> Receive<'a> {
     #[inline]
-    fn new(
-        id: u32,
-        seq: &'a mut Tracker,
-        stats: &'a mut Stats,
-        mode: Mode,
-        window: Window,
-        now_ns: u64,
-        payload_len: usize,
-    ) -> Self {
-        let payload_len = if mode == Mode::Idle { BINARY_STAMP_LEN } else { payload_len } as u64;
-        Receive { id, seq, stats, mode, window, now_ns, payload_len, ping: None, close: None }
+    fn new(id: u32, seq: &'a mut Tracker, sub: &'a mut Subscriber, stats: &'a mut Stats, basis: Basis) -> Self {
+        Receive { id, seq, sub, stats, basis, ping: None, close: None }
     }
 
     #[inline]
@@ -806,27 +940,90 @@ impl<'a> Receive<'a> {
             });
         }
         self.seq.expected = stamp.seq + 1;
-        self.seq.progress_ns = self.now_ns;
+        self.seq.progress_ns = self.basis.now_ns;
+        self.measure(stamp);
+    }
+
+    /// Broadcast: a message of the room (or not), from one of its publishers.
+    #[inline]
+    fn delivery(&mut self, stamp: Stamp) {
+        match self.sub.deliver(stamp.connection, stamp.seq) {
+            Verdict::InOrder => {}
+            verdict => {
+                if !self.unusual_delivery(verdict, stamp) {
+                    return;
+                }
+            }
+        }
+        if stamp.connection == self.id {
+            // Its own message, back: what paces a closed-loop publisher.
+            if stamp.seq >= self.seq.next_seq {
+                let id = self.id;
+                return self.stats.count_fault(Fault::Corrupt, 1, || {
+                    format!("connection {id}: got its own message {} which it never sent", stamp.seq)
+                });
+            }
+            if stamp.seq >= self.seq.expected {
+                self.seq.expected = stamp.seq + 1;
+            }
+            self.seq.progress_ns = self.basis.now_ns;
+        }
+        if self.sub.slow {
+            // Read late by design: no figure but the live line's.
+            self.stats.received_all += 1;
+            self.stats.bytes_received_all += self.basis.payload_len;
+            return;
+        }
+        self.measure(stamp);
+    }
+
+    /// Counts a delivery that is not the next of its publisher; returns
+    /// whether it is still a delivery to measure (an out-of-order one is).
+    #[cold]
+    fn unusual_delivery(&mut self, verdict: Verdict, stamp: Stamp) -> bool {
+        let (id, room, publisher, seq) = (self.id, self.sub.room, stamp.connection, stamp.seq);
+        let (fault, detail): (Fault, &str) = match verdict {
+            Verdict::InOrder => return true,
+            Verdict::OutOfOrder => (Fault::OutOfOrder, "after a later one of the same publisher"),
+            Verdict::TooOld => (Fault::OutOfOrder, "far behind later ones (a late message or a repeat)"),
+            Verdict::Duplicate => (Fault::Duplicate, "again"),
+            Verdict::Foreign => (Fault::Foreign, "from a connection that publishes in another room or in none"),
+        };
+        self.stats.count_fault(fault, 1, || {
+            format!("connection {id} (room {room}): got message {seq} of publisher {publisher} {detail}")
+        });
+        verdict == Verdict::OutOfOrder
+    }
+
+    /// An intact message, counted and, if intended in the window, timed.
+    #[inline]
+    fn measure(&mut self, stamp: Stamp) {
+        let Basis { window, now_ns, payload_len, uncorrected, .. } = self.basis;
         self.stats.received_all += 1;
-        self.stats.bytes_received_all += self.payload_len;
-        if self.window.contains(stamp.intended_ns) {
+        self.stats.bytes_received_all += payload_len;
+        if window.contains(stamp.intended_ns) {
             self.stats.received += 1;
-            self.stats.bytes_received += self.payload_len;
-            stats::record(&mut self.stats.latency, self.now_ns.saturating_sub(stamp.intended_ns));
-            if self.mode == Mode::Rate {
-                stats::record(&mut self.stats.uncorrected, self.now_ns.saturating_sub(stamp.sent_ns));
+            self.stats.bytes_received += payload_len;
+            stats::record(&mut self.stats.latency, now_ns.saturating_sub(stamp.intended_ns));
+            if uncorrected {
+                stats::record(&mut self.stats.uncorrected, now_ns.saturating_sub(stamp.sent_ns));
             }
         }
     }
 
     fn corrupt_with(&mut self, detail: impl FnOnce() -> String) {
         self.stats.count_fault(Fault::Corrupt, 1, detail);
+        if self.basis.mode == Mode::Broadcast {
+            // Whose message it was is unknown: a closed-loop publisher whose
+            // own one it was goes on after --message-timeout.
+            return;
+        }
         // It was an echo of something: count it against the oldest in flight,
         // so the pipeline keeps moving.
         if self.seq.expected < self.seq.next_seq {
             self.seq.expected += 1;
         }
-        self.seq.progress_ns = self.now_ns;
+        self.seq.progress_ns = self.basis.now_ns;
     }
 }
 
@@ -834,7 +1031,8 @@ impl Handler for Receive<'_> {
     #[inline]
     fn echo(&mut self, echo: Echo) {
         match echo {
-            Echo::Intact(stamp) if self.mode != Mode::Idle => self.intact(stamp),
+            Echo::Intact(stamp) if self.basis.mode == Mode::Broadcast => self.delivery(stamp),
+            Echo::Intact(stamp) if self.basis.mode != Mode::Idle => self.intact(stamp),
             Echo::Intact(_) => {
                 let id = self.id;
                 self.corrupt_with(|| format!("connection {id}: data message in idle mode"))
@@ -854,7 +1052,7 @@ impl Handler for Receive<'_> {
     }
 
     fn pong(&mut self, payload: &[u8]) {
-        if self.mode != Mode::Idle {
+        if self.basis.mode != Mode::Idle {
             return; // unsolicited pongs are allowed and carry no meaning
         }
         match Stamp::read(Encoding::Binary, payload) {

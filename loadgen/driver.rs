@@ -20,6 +20,13 @@
 //! [`Gate`] so that traffic starts together; `Warmup`, `Measure`, `Drain`
 //! (no new messages, wait up to `--message-timeout` for echoes) and `Close`
 //! (close handshakes, up to [`CLOSE_TIMEOUT_NS`]).
+//!
+//! Broadcast mode adds one exchange between the loops, at the end only:
+//! when a loop stops sending it publishes what each of its publishers sent
+//! ([`Published`]); its drain lasts until every loop has done so and each
+//! subscriber has had everything its room's publishers sent (or
+//! `--message-timeout` has passed), and then it settles every subscriber's
+//! account (missing deliveries; the `--slow` ones' losses).
 
 use std::{
     io,
@@ -35,12 +42,13 @@ use slab::Slab;
 use wsloop::{clock::monotonic_ns, wire};
 
 use crate::{
+    broadcast::{Published, Subscriber},
     cli::{Mode, Settings},
     client::{Client, Context, Step, CLOSE_TIMEOUT_NS},
     handshake::RequestTemplate,
     plan::{Phase, Schedule, Window},
     progress::{Snapshot, SnapshotSink},
-    stats::{Failure, Stats},
+    stats::{Failure, Fault, Stats},
     sys::{CpuTime, Timer},
 };
 
@@ -68,6 +76,11 @@ const MAX_POLL_NS: u64 = 100_000_000;
 /// While draining, how often the loop checks whether every echo is back.
 const DRAIN_CHECK_NS: u64 = 5_000_000;
 
+/// Broadcast: a `--slow` subscriber draining at the end is done once no
+/// input has arrived for this long (what the server still held for it has
+/// come by then; what it dropped never will).
+const SLOW_QUIET_NS: u64 = 250_000_000;
+
 /// In churn mode, how long new connections pause after a failed attempt,
 /// so a refusing server is not hammered in a tight loop.
 const CHURN_FAILURE_PAUSE_NS: u64 = 10_000_000;
@@ -91,8 +104,10 @@ pub struct Share {
 pub struct Common {
     /// The run's settings.
     pub settings: Settings,
-    /// The handshake request, built once.
-    pub request: RequestTemplate,
+    /// The handshake request, built once (broadcast: once per room).
+    pub requests: Vec<RequestTemplate>,
+    /// Broadcast: what each publisher sent, once the loops stop sending.
+    pub published: Published,
     /// Where the loops wait for each other before traffic starts.
     pub gate: Gate,
     /// Set by Ctrl-C (or SIGTERM): end the measurement now and report.
@@ -129,32 +144,49 @@ impl LoopResult {
     }
 }
 
-/// Lets traffic start in every loop at once, after the slowest ramp.
+/// Lets traffic start in every loop at once, after the slowest ramp, from
+/// one common moment: every loop's window (and schedule) starts from the
+/// time the last loop arrived, so that a message published on one loop and
+/// delivered on another is in or out of the window on both (broadcast).
 pub struct Gate {
-    /// Loops that have finished their ramp (or given up).
-    arrived: Mutex<usize>,
+    /// Loops that have finished their ramp (or given up), and when the last one did.
+    arrived: Mutex<Arrivals>,
     /// Signalled at each arrival.
     all_here: Condvar,
     /// Loops in the run.
     parties: usize,
 }
 
+/// The gate's count.
+#[derive(Debug, Default)]
+struct Arrivals {
+    /// Loops arrived so far.
+    count: usize,
+    /// When the last one arrived ([`monotonic_ns`]; 0 until then).
+    all_at_ns: u64,
+}
+
 impl Gate {
     pub fn new(parties: usize) -> Gate {
-        Gate { arrived: Mutex::new(0), all_here: Condvar::new(), parties }
+        Gate { arrived: Mutex::new(Arrivals::default()), all_here: Condvar::new(), parties }
     }
 
-    /// Arrives, then waits for the others (or for `stop`).
-    fn arrive_and_wait(&self, stop: &AtomicBool) {
+    /// Arrives, then waits for the others (or for `stop`); returns when the
+    /// last one arrived (`None` if stopped before).
+    fn arrive_and_wait(&self, stop: &AtomicBool) -> Option<u64> {
         let mut arrived = self.arrive();
-        while *arrived < self.parties && !stop.load(Ordering::Relaxed) {
+        while arrived.count < self.parties && !stop.load(Ordering::Relaxed) {
             arrived = self.all_here.wait_timeout(arrived, Duration::from_millis(50)).expect("gate lock").0;
         }
+        (arrived.count >= self.parties).then_some(arrived.all_at_ns)
     }
 
-    fn arrive(&self) -> std::sync::MutexGuard<'_, usize> {
+    fn arrive(&self) -> std::sync::MutexGuard<'_, Arrivals> {
         let mut arrived = self.arrived.lock().expect("gate lock");
-        *arrived += 1;
+        arrived.count += 1;
+        if arrived.count == self.parties {
+            arrived.all_at_ns = monotonic_ns();
+        }
         self.all_here.notify_all();
         arrived
     }
@@ -170,11 +202,14 @@ struct GateTicket {
 }
 
 impl GateTicket {
-    fn wait(&mut self) {
-        if !self.used {
-            self.used = true;
-            self.common.gate.arrive_and_wait(&self.common.stop);
+    /// Waits for the other loops; returns when the last one arrived (`None`
+    /// if stopped first, or if called again).
+    fn wait(&mut self) -> Option<u64> {
+        if self.used {
+            return None;
         }
+        self.used = true;
+        self.common.gate.arrive_and_wait(&self.common.stop)
     }
 }
 
@@ -186,10 +221,37 @@ impl Drop for GateTicket {
     }
 }
 
+/// Tells the other loops (through [`Published::stop`]) that this one sends
+/// no more: when it drains, or on drop if it never got there (it failed or
+/// panicked), so that no loop waits for it in its drain.
+struct StopMark {
+    /// Where to tell it.
+    common: Arc<Common>,
+    /// Whether it has been told.
+    done: bool,
+}
+
+impl StopMark {
+    fn stop(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.common.published.stop();
+        }
+    }
+}
+
+impl Drop for StopMark {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Runs one loop to the end of the run.
 pub fn run(share: Share, common: Arc<Common>, snapshots: impl SnapshotSink) -> io::Result<LoopResult> {
     let mut ticket = GateTicket { common: common.clone(), used: false };
-    let driver = Driver::new(share, common, snapshots)?;
+    // Made first, so that a loop that cannot even start still tells the others it sends nothing.
+    let stop_mark = StopMark { common: common.clone(), done: false };
+    let driver = Driver::new(share, common, snapshots, stop_mark)?;
     driver.run(&mut ticket)
 }
 
@@ -242,6 +304,16 @@ struct Driver<S> {
     idle_ns: u64,
     /// Removals found while other borrows were live.
     to_remove: Vec<usize>,
+    /// Broadcast: tells the other loops when this one stops sending.
+    stop_mark: StopMark,
+    /// Broadcast: subscribers that left before the end, to be accounted for with the others.
+    departed: Vec<(u32, Subscriber)>,
+    /// Broadcast: what each publisher sent (by id), once every loop has stopped.
+    publisher_totals: Vec<u64>,
+    /// Broadcast: the same summed per room (empty until then).
+    room_totals: Vec<u64>,
+    /// Broadcast: the subscribers' accounts are settled (later removals need no record).
+    settled: bool,
 }
 
 fn token(key: usize) -> Token {
@@ -253,7 +325,7 @@ fn key_of(token: Token) -> Option<usize> {
 }
 
 impl<S: SnapshotSink> Driver<S> {
-    fn new(share: Share, common: Arc<Common>, snapshots: S) -> io::Result<Driver<S>> {
+    fn new(share: Share, common: Arc<Common>, snapshots: S, stop_mark: StopMark) -> io::Result<Driver<S>> {
         let settings = &common.settings;
         let poll = Poll::new()?;
         let mut timer = Timer::new()?;
@@ -267,10 +339,13 @@ impl<S: SnapshotSink> Driver<S> {
             mode: settings.mode,
             encoding: settings.encoding,
             pipeline: u64::from(settings.pipeline),
+            closed_loop: settings.mode == Mode::Echo || (settings.mode == Mode::Broadcast && settings.rate.is_none()),
+            uncorrected: settings.rate.is_some(),
+            layout: settings.layout,
             message_timeout_ns: settings.message_timeout.as_nanos() as u64,
             connect_timeout_ns: settings.connect_timeout.as_nanos() as u64,
             payload,
-            request: common.request.clone(),
+            requests: common.requests.clone(),
             stats: Stats::default(),
             rx: vec![0u8; RECV_BUFFER_SIZE].into_boxed_slice(),
             out: Vec::new(),
@@ -308,6 +383,11 @@ impl<S: SnapshotSink> Driver<S> {
             cpu_window: CpuTime::default(),
             idle_ns: 0,
             to_remove: Vec::new(),
+            stop_mark,
+            departed: Vec::new(),
+            publisher_totals: Vec::new(),
+            room_totals: Vec::new(),
+            settled: false,
         })
     }
 
@@ -389,6 +469,14 @@ impl<S: SnapshotSink> Driver<S> {
     fn remove(&mut self, key: usize) {
         if let Some(mut client) = self.clients.try_remove(key) {
             client.on_remove(&mut self.cx);
+            if self.cx.layout.is_some() {
+                if client.sends() {
+                    self.common.published.record(client.id(), client.sent());
+                }
+                if client.opened() && !self.settled {
+                    self.departed.push((client.id(), client.take_subscriber()));
+                }
+            }
             // Dropping closes the socket, which also removes it from epoll.
         }
     }
@@ -438,8 +526,8 @@ impl<S: SnapshotSink> Driver<S> {
                 }
                 self.start_connects();
                 if self.to_open == 0 && self.cx.connecting == 0 {
-                    ticket.wait();
-                    self.begin_traffic();
+                    let start = ticket.wait();
+                    self.begin_traffic(start);
                 }
             }
             Phase::Warmup | Phase::Measure => {
@@ -456,7 +544,11 @@ impl<S: SnapshotSink> Driver<S> {
                 }
             }
             Phase::Drain => {
-                if now >= self.drain_deadline || self.clients.iter().all(|(_, c)| c.in_flight() == 0) {
+                let drained = match self.cx.mode {
+                    Mode::Broadcast => self.broadcast_drained(now),
+                    _ => now >= self.drain_deadline || self.clients.iter().all(|(_, c)| c.in_flight() == 0),
+                };
+                if drained {
                     self.begin_close();
                 }
             }
@@ -533,11 +625,13 @@ impl<S: SnapshotSink> Driver<S> {
     }
 
     /// The ramp is over (in every loop): start sending.
-    fn begin_traffic(&mut self) {
+    fn begin_traffic(&mut self, all_here_ns: Option<u64>) {
         let settings = &self.common.settings;
         let now = monotonic_ns();
         self.cx.now_ns = now;
-        let start = now + settings.warmup.as_nanos() as u64;
+        // Every loop counts from the same moment (see [`Gate`]).
+        let traffic_ns = all_here_ns.unwrap_or(now).min(now);
+        let start = traffic_ns + settings.warmup.as_nanos() as u64;
         self.cx.window = Window { start_ns: start, end_ns: start + settings.duration.as_nanos() as u64 };
         self.cx.sending = true;
         self.connect_start_ns = now;
@@ -549,7 +643,7 @@ impl<S: SnapshotSink> Driver<S> {
             self.phase = Phase::Warmup;
         }
         match self.cx.mode {
-            Mode::Echo => {
+            Mode::Echo | Mode::Broadcast if self.cx.closed_loop => {
                 let keys: Vec<usize> = self.clients.iter().map(|(key, _)| key).collect();
                 for key in keys {
                     self.cx.now_ns = monotonic_ns();
@@ -557,21 +651,23 @@ impl<S: SnapshotSink> Driver<S> {
                     self.apply(key, step);
                 }
             }
-            Mode::Rate | Mode::Idle => {
-                self.order = self.clients.iter().filter(|(_, c)| c.is_open()).map(|(key, _)| key).collect();
+            Mode::Rate | Mode::Idle | Mode::Broadcast => {
+                // Broadcast: only the publishers are on the schedule.
+                self.order =
+                    self.clients.iter().filter(|(_, c)| c.is_open() && c.sends()).map(|(key, _)| key).collect();
                 for (index, key) in self.order.iter().enumerate() {
                     self.clients[*key].slot = index as u64;
                 }
                 let n = self.order.len() as u64;
                 let per_second = match self.cx.mode {
-                    Mode::Rate => self.share.rate.unwrap_or(1.0),
+                    Mode::Rate | Mode::Broadcast => self.share.rate.unwrap_or(1.0),
                     _ => n as f64 / settings.ping_interval.as_secs_f64(),
                 };
                 if n > 0 {
-                    self.schedule = Some(Schedule::new(now, per_second, n));
+                    self.schedule = Some(Schedule::new(traffic_ns, per_second, n));
                 }
             }
-            Mode::Churn => {}
+            Mode::Echo | Mode::Churn => {}
         }
     }
 
@@ -589,10 +685,94 @@ impl<S: SnapshotSink> Driver<S> {
         self.schedule = None;
         self.phase = Phase::Drain;
         self.drain_deadline = now + self.cx.message_timeout_ns;
+        if self.cx.layout.is_some() {
+            for (_, client) in self.clients.iter().filter(|(_, c)| c.sends()) {
+                self.common.published.record(client.id(), client.sent());
+            }
+            self.stop_mark.stop();
+            // The slow subscribers read again: what the server kept for them.
+            let slow: Vec<usize> =
+                self.clients.iter().filter(|(_, c)| c.subscriber().slow).map(|(key, _)| key).collect();
+            for key in slow {
+                self.cx.now_ns = monotonic_ns();
+                let step = self.clients[key].resume_reading(&mut self.cx);
+                self.apply(key, step);
+            }
+        }
+    }
+
+    /// Broadcast: whether the drain is over. Not before every loop has
+    /// stopped sending (only then is known what each subscriber is owed);
+    /// then when every subscriber has had all it is owed, the slow ones have
+    /// gone quiet, or `--message-timeout` has passed.
+    fn broadcast_drained(&mut self, now: u64) -> bool {
+        if self.room_totals.is_empty() {
+            let (Some(sent), Some(layout)) = (self.common.published.totals(), self.cx.layout) else { return false };
+            let mut rooms = vec![0u64; layout.rooms as usize];
+            for (id, n) in sent.iter().enumerate() {
+                rooms[layout.room_of(id as u32) as usize] += n;
+            }
+            self.publisher_totals = sent;
+            self.room_totals = rooms;
+        }
+        if now >= self.drain_deadline {
+            return true;
+        }
+        let totals = &self.room_totals;
+        self.clients.iter().all(|(_, c)| {
+            let sub = c.subscriber();
+            !c.is_open()
+                || sub.complete(totals[sub.room as usize])
+                || (sub.slow && now.saturating_sub(c.last_input_ns()) >= SLOW_QUIET_NS)
+        })
+    }
+
+    /// Broadcast: every subscriber's account, those gone included: what
+    /// its room's publishers sent that it never got is missing (a fault), or
+    /// for a `--slow` one, lost (reported apart).
+    fn settle_subscribers(&mut self) {
+        let stats = &mut self.cx.stats;
+        let sent = &self.publisher_totals;
+        let live = self.clients.iter().filter(|(_, c)| c.opened()).map(|(_, c)| (c.id(), c.subscriber()));
+        for (id, sub) in live.chain(self.departed.iter().map(|(id, sub)| (*id, sub))) {
+            let settled = sub.settle(sent);
+            let fanout = &mut stats.fanout;
+            let room = sub.room;
+            if sub.slow {
+                fanout.slow_subscribers += 1;
+                fanout.slow_owed += settled.owed;
+                fanout.slow_delivered += settled.received;
+            } else {
+                fanout.subscribers += 1;
+                fanout.owed += settled.owed;
+                fanout.delivered += settled.received;
+                if let Some((publisher, got, of)) = settled.first_short {
+                    stats.count_fault(Fault::Missing, settled.missing, || {
+                        format!(
+                            "connection {id} (room {room}): got {got} of the {of} messages publisher {publisher} sent \
+                             (by the end of the drain, --message-timeout after traffic stopped)"
+                        )
+                    });
+                }
+            }
+            if let Some((publisher, next, of)) = settled.never_sent {
+                stats.count_fault(Fault::Corrupt, 1, || {
+                    format!(
+                        "connection {id} (room {room}): got message {} of publisher {publisher}, which sent {of}",
+                        next - 1
+                    )
+                });
+            }
+        }
+        self.departed = Vec::new();
+        self.settled = true;
     }
 
     /// Closes every connection (close handshake; those still connecting are dropped).
     fn begin_close(&mut self) {
+        if self.cx.layout.is_some() {
+            self.settle_subscribers();
+        }
         self.phase = Phase::Close;
         self.cx.closing_all = true;
         self.close_deadline = self.cx.now_ns + CLOSE_TIMEOUT_NS;

@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - `cli`: flags, defaults and the checked [`cli::Settings`].
+//! - `broadcast`: rooms, publishers and what every subscriber checks.
 //! - `driver`: one mio event loop per thread: slab of connections, ramp,
 //!   phases, open-loop send timer, sweep.
 //! - `client`: one connection's state machine and its hot path.
@@ -23,6 +24,7 @@
 // `output`, which ignores such failures.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod broadcast;
 mod cli;
 mod client;
 mod driver;
@@ -90,7 +92,15 @@ fn main() -> ExitCode {
 /// Runs the whole test; `Err` is a one-line reason to exit 1 without a report.
 fn run(settings: Settings) -> Result<u8, String> {
     check_limits(&settings)?;
-    let request = RequestTemplate::new(&settings.uri, &settings.headers, &settings.subprotocols)?;
+    // One request per room (broadcast mode), else one for all.
+    let rooms = settings.layout.map_or(1, |layout| layout.rooms);
+    let requests = (0..rooms)
+        .map(|room| {
+            let uri = broadcast::room_uri(&settings.uri, room, rooms)?;
+            RequestTemplate::new(&uri, &settings.headers, &settings.subprotocols)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let published = broadcast::Published::new(settings.layout.map_or(0, |layout| layout.publishers), settings.threads);
     let stop = Arc::new(AtomicBool::new(false));
     // Which signal stopped the run (0: none), for the report.
     let stopped_by = Arc::new(AtomicUsize::new(0));
@@ -101,7 +111,8 @@ fn run(settings: Settings) -> Result<u8, String> {
             .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     }
-    let common = Arc::new(Common { settings: settings.clone(), request, gate: Gate::new(settings.threads), stop });
+    let common =
+        Arc::new(Common { settings: settings.clone(), requests, published, gate: Gate::new(settings.threads), stop });
 
     let started_ns = monotonic_ns();
     let mut progress = Progress::new(settings.threads, started_ns, settings.progress);
@@ -200,16 +211,20 @@ fn run_threads(settings: &Settings, common: &Arc<Common>, progress: &mut Progres
 
 /// Splits the run between the loops: connections (and with them the rate)
 /// as evenly as they divide, so every connection gets the same rate.
+/// Broadcast: the rate goes with the publishers (ids `0..publishers`; loop
+/// `i` has the ids `i`, `i + threads`, ..., so its share of them divides the
+/// same way).
 fn shares(settings: &Settings) -> Vec<Share> {
     let threads = settings.threads as u64;
     let split = |total: u64, i: u64| total / threads + u64::from(i < total % threads);
+    let senders = settings.layout.map_or(settings.connections, |layout| u64::from(layout.publishers));
     (0..threads)
         .map(|i| {
             let connections = split(settings.connections, i);
             Share {
                 index: i as usize,
                 connections,
-                rate: settings.rate.map(|rate| rate as f64 * connections as f64 / settings.connections as f64),
+                rate: settings.rate.map(|rate| rate as f64 * split(senders, i) as f64 / senders as f64),
                 quota: settings.messages.map(|messages| split(messages, i)),
                 connect_rate: settings.connect_rate.map(|rate| rate as f64 / threads as f64),
             }

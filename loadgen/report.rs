@@ -50,6 +50,9 @@ pub struct Report {
     pub messages: Messages,
     /// Round trip from each message's intended send time (ping RTT in idle mode).
     pub latency_us: Latency,
+    /// Broadcast mode: rooms, publishing and fan-out, the whole run's
+    /// delivery account, the slow subscribers' losses; null in the other modes.
+    pub broadcast: Option<BroadcastOut>,
     /// Rate mode: round trip from the actual send time (what ignoring coordinated omission reports).
     pub latency_uncorrected_us: Option<Latency>,
     /// Every error by kind.
@@ -94,6 +97,58 @@ pub struct SettingsOut {
     pub max_errors: u64,
     /// `--source-ip`.
     pub source_ips: Vec<String>,
+    /// `--rooms` (broadcast mode; null otherwise).
+    pub rooms: Option<u32>,
+    /// `--publishers` (broadcast mode; null otherwise).
+    pub publishers: Option<u32>,
+    /// `--slow` (broadcast mode; null otherwise).
+    pub slow: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BroadcastOut {
+    /// `--rooms`.
+    pub rooms: u32,
+    /// `--publishers`.
+    pub publishers: u32,
+    /// Subscribers (every connection that opened, publishers included) that are not `--slow`.
+    pub subscribers: u64,
+    /// Messages published with an intended send time in the window (`messages.sent`).
+    pub published: u64,
+    /// `published / window_s`.
+    pub published_per_s: f64,
+    /// Their deliveries to the subscribers that are not slow, intact, whenever
+    /// they arrived (`messages.received`): what the latency figures cover.
+    pub deliveries: u64,
+    /// `deliveries / window_s`.
+    pub deliveries_per_s: f64,
+    /// `deliveries / published`: how many subscribers each message reached
+    /// (the room's size, slow subscribers aside); null when nothing was published.
+    pub fan_out: Option<f64>,
+    /// The whole run (warm-up and drain included): deliveries owed to the
+    /// subscribers that are not slow (what their rooms' publishers sent).
+    pub expected_deliveries: u64,
+    /// Of those, the ones that arrived; the rest is `errors.missing`.
+    pub delivered: u64,
+    /// The `--slow` subscribers: what they lost, which fails nothing.
+    pub slow: SlowOut,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SlowOut {
+    /// Slow subscribers that opened.
+    pub subscribers: u64,
+    /// Deliveries owed to them over the whole run.
+    pub expected_deliveries: u64,
+    /// Of those, the ones that arrived (read after traffic stopped).
+    pub delivered: u64,
+    /// `expected_deliveries - delivered`: what the server's slow-consumer policy dropped.
+    pub lost: u64,
+    /// `lost / expected_deliveries`; null when nothing was owed.
+    pub lost_fraction: Option<f64>,
+    /// How the server ended slow subscribers before loadgen did: by close
+    /// code (`"1008"`), `"no code"`, `"eof"` (no close frame), `"reset"`.
+    pub closed_by_server: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -214,6 +269,10 @@ pub struct Errors {
     pub reset: u64,
     /// See [`Fault::Protocol`].
     pub protocol: u64,
+    /// See [`Fault::OutOfOrder`] (broadcast).
+    pub out_of_order: u64,
+    /// See [`Fault::Foreign`] (broadcast).
+    pub foreign: u64,
     /// The first occurrence of each kind, described.
     pub first: BTreeMap<&'static str, String>,
 }
@@ -322,6 +381,9 @@ impl Report {
                 ping_interval_s: secs(s.ping_interval),
                 max_errors: s.max_errors,
                 source_ips: s.source_ips.iter().map(|ip| ip.to_string()).collect(),
+                rooms: s.layout.map(|l| l.rooms),
+                publishers: s.layout.map(|l| l.publishers),
+                slow: s.layout.map(|l| l.slow),
             },
             result: outcome,
             window_s,
@@ -351,7 +413,31 @@ impl Report {
                 churn_cycles: stats.cycles,
             },
             latency_us: Latency::from_histogram(&stats.latency),
-            latency_uncorrected_us: (s.mode == Mode::Rate).then(|| Latency::from_histogram(&stats.uncorrected)),
+            broadcast: s.layout.map(|layout| {
+                let f = &stats.fanout;
+                let slow_lost = f.slow_owed.saturating_sub(f.slow_delivered);
+                BroadcastOut {
+                    rooms: layout.rooms,
+                    publishers: layout.publishers,
+                    subscribers: f.subscribers,
+                    published: stats.sent,
+                    published_per_s: per_s(stats.sent),
+                    deliveries: stats.received,
+                    deliveries_per_s: per_s(stats.received),
+                    fan_out: (stats.sent > 0).then(|| stats.received as f64 / stats.sent as f64),
+                    expected_deliveries: f.owed,
+                    delivered: f.delivered,
+                    slow: SlowOut {
+                        subscribers: f.slow_subscribers,
+                        expected_deliveries: f.slow_owed,
+                        delivered: f.slow_delivered,
+                        lost: slow_lost,
+                        lost_fraction: (f.slow_owed > 0).then(|| slow_lost as f64 / f.slow_owed as f64),
+                        closed_by_server: f.slow_closed.clone(),
+                    },
+                }
+            }),
+            latency_uncorrected_us: s.rate.is_some().then(|| Latency::from_histogram(&stats.uncorrected)),
             errors: Errors {
                 total: stats.errors_total(),
                 connect_failures: stats.failures_total(),
@@ -361,6 +447,8 @@ impl Report {
                 closed: fault(Fault::Closed),
                 reset: fault(Fault::Reset),
                 protocol: fault(Fault::Protocol),
+                out_of_order: fault(Fault::OutOfOrder),
+                foreign: fault(Fault::Foreign),
                 first: stats.first_seen.clone(),
             },
             cpu: Cpu {
@@ -397,24 +485,37 @@ impl Report {
         let rate = h.per_s.map(|r| format!("  {} handshakes/s", group(r as u64))).unwrap_or_default();
         let _ = writeln!(out, "  handshakes   {}{rate}  ({} measured)", percentiles(&h.latency_us), group(h.count));
         let m = &self.messages;
-        let what = if settings.mode == Mode::Idle { "pings" } else { "echoes" };
-        let _ = writeln!(
-            out,
-            "  throughput   {} msgs/s  {:.2} MB/s  ({} {what} in {:.2} s{})",
-            group(m.per_s as u64),
-            m.mb_per_s,
-            group(m.received),
-            self.window_s,
-            if settings.mode == Mode::Churn { format!(", {} cycles", group(m.churn_cycles)) } else { String::new() }
-        );
+        if let Some(b) = &self.broadcast {
+            self.broadcast_lines(b, &mut out);
+        } else {
+            let what = if settings.mode == Mode::Idle { "pings" } else { "echoes" };
+            let _ = writeln!(
+                out,
+                "  throughput   {} msgs/s  {:.2} MB/s  ({} {what} in {:.2} s{})",
+                group(m.per_s as u64),
+                m.mb_per_s,
+                group(m.received),
+                self.window_s,
+                if settings.mode == Mode::Churn {
+                    format!(", {} cycles", group(m.churn_cycles))
+                } else {
+                    String::new()
+                }
+            );
+        }
         let label = if settings.mode == Mode::Idle { "ping rtt   " } else { "latency    " };
-        let basis = match settings.mode {
-            Mode::Rate => "  (from intended send time)",
+        let basis = match (settings.mode, settings.rate) {
+            (Mode::Rate, _) => "  (from intended send time)",
+            (Mode::Broadcast, Some(_)) => "  (from intended send time to each subscriber)",
+            (Mode::Broadcast, None) => "  (from send time to each subscriber)",
             _ => "",
         };
         let _ = writeln!(out, "  {label}  {}{basis}", percentiles(&self.latency_us));
         if let Some(uncorrected) = &self.latency_uncorrected_us {
             let _ = writeln!(out, "  uncorrected  {}  (from actual send time)", percentiles(uncorrected));
+        }
+        if let Some(b) = &self.broadcast {
+            Report::broadcast_account(b, &mut out);
         }
         let e = &self.errors;
         if e.total == 0 {
@@ -434,6 +535,8 @@ impl Report {
                 ("closed", e.closed),
                 ("reset", e.reset),
                 ("protocol", e.protocol),
+                ("out_of_order", e.out_of_order),
+                ("foreign", e.foreign),
             ] {
                 if n > 0 {
                     kinds.push(format!("{kind} {}", group(n)));
@@ -479,6 +582,62 @@ impl Report {
             (_, reason) => writeln!(out, "result: FAILED: {}", reason.as_deref().unwrap_or("unknown")),
         };
         out
+    }
+}
+
+impl Report {
+    /// Broadcast mode's lines, in place of the throughput line.
+    fn broadcast_lines(&self, b: &BroadcastOut, out: &mut String) {
+        let plural = |n: u64, what: &str| format!("{} {what}{}", group(n), if n == 1 { "" } else { "s" });
+        let _ = writeln!(
+            out,
+            "  published    {} msgs/s  ({} in {:.2} s by {} in {})",
+            group(b.published_per_s as u64),
+            group(b.published),
+            self.window_s,
+            plural(u64::from(b.publishers), "publisher"),
+            plural(u64::from(b.rooms), "room"),
+        );
+        let fan_out = b.fan_out.map(|f| format!(", fan-out {f:.1}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  deliveries   {} deliveries/s  {:.2} MB/s  ({} in {:.2} s{fan_out})",
+            group(b.deliveries_per_s as u64),
+            self.messages.mb_per_s,
+            group(b.deliveries),
+            self.window_s,
+        );
+    }
+
+    /// Broadcast mode's account of the whole run, after the latency lines.
+    fn broadcast_account(b: &BroadcastOut, out: &mut String) {
+        let plural = |n: u64, what: &str| format!("{} {what}{}", group(n), if n == 1 { "" } else { "s" });
+        let missing = b.expected_deliveries.saturating_sub(b.delivered);
+        let verdict = if missing == 0 { "none missing".to_string() } else { format!("{} missing", group(missing)) };
+        let _ = writeln!(
+            out,
+            "  delivered    {} of {} owed over the run to {}, {verdict}",
+            group(b.delivered),
+            group(b.expected_deliveries),
+            plural(b.subscribers, "subscriber"),
+        );
+        let slow = &b.slow;
+        if slow.subscribers > 0 {
+            let percent = slow.lost_fraction.map(|f| format!(" ({:.1}%)", f * 100.0)).unwrap_or_default();
+            let closed = if slow.closed_by_server.is_empty() {
+                String::new()
+            } else {
+                let how: Vec<String> = slow.closed_by_server.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+                format!("; closed by the server: {}", how.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "  slow         {} stopped reading and lost {} of {} deliveries{percent}{closed}: not a fault",
+                plural(slow.subscribers, "subscriber"),
+                group(slow.lost),
+                group(slow.expected_deliveries),
+            );
+        }
     }
 }
 

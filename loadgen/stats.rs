@@ -106,9 +106,11 @@ pub enum Fault {
     Corrupt,
     /// A message never echoed: skipped in the sequence, not back within
     /// `--message-timeout`, or still in flight when its connection dropped.
+    /// Broadcast: a delivery owed to a subscriber (not `--slow`) that had
+    /// not arrived when the drain ended, judged at the end.
     Missing,
     /// A sequence number that was already received or skipped (a repeat, or
-    /// an echo out of order).
+    /// an echo out of order). Broadcast: a publisher's message received twice.
     Duplicate,
     /// The server closed an open connection (close frame or end of stream)
     /// before loadgen did.
@@ -118,11 +120,24 @@ pub enum Fault {
     /// The server broke the framing rules (masked frame, reserved opcode or
     /// bits, bad continuation, oversized control frame).
     Protocol,
+    /// Broadcast: a message of a publisher that arrived after a later one of
+    /// the same publisher (or one so late that it cannot be told from a repeat).
+    OutOfOrder,
+    /// Broadcast: a message from a publisher of another room (a leak between rooms).
+    Foreign,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 6] =
-        [Fault::Corrupt, Fault::Missing, Fault::Duplicate, Fault::Closed, Fault::Reset, Fault::Protocol];
+    pub const ALL: [Fault; 8] = [
+        Fault::Corrupt,
+        Fault::Missing,
+        Fault::Duplicate,
+        Fault::Closed,
+        Fault::Reset,
+        Fault::Protocol,
+        Fault::OutOfOrder,
+        Fault::Foreign,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -132,6 +147,8 @@ impl Fault {
             Fault::Closed => "closed",
             Fault::Reset => "reset",
             Fault::Protocol => "protocol",
+            Fault::OutOfOrder => "out_of_order",
+            Fault::Foreign => "foreign",
         }
     }
 }
@@ -185,6 +202,44 @@ pub struct Stats {
     pub close_timeouts: u64,
     /// Rate-mode sends that were due on a connection that had dropped.
     pub not_sent: u64,
+    /// Broadcast: the losses judged at the end (the others are faults).
+    pub fanout: Fanout,
+}
+
+/// Broadcast mode's account of the whole run (warm-up included): what the
+/// subscribers should have received, what they did, apart for the `--slow`
+/// ones, whose losses are the server's slow-consumer policy at work.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fanout {
+    /// Subscribers (not slow) that opened and were accounted for.
+    pub subscribers: u64,
+    /// Messages their rooms' publishers sent, summed over them: the deliveries owed.
+    pub owed: u64,
+    /// Distinct messages they received of those.
+    pub delivered: u64,
+    /// `--slow` subscribers that opened.
+    pub slow_subscribers: u64,
+    /// Deliveries owed to them.
+    pub slow_owed: u64,
+    /// Distinct messages they received.
+    pub slow_delivered: u64,
+    /// How the server ended slow subscribers before loadgen did: by close
+    /// code (`"1008"`), `"no code"`, `"eof"` (no close frame) or `"reset"`.
+    pub slow_closed: BTreeMap<String, u64>,
+}
+
+impl Fanout {
+    fn merge(&mut self, other: &Fanout) {
+        self.subscribers += other.subscribers;
+        self.owed += other.owed;
+        self.delivered += other.delivered;
+        self.slow_subscribers += other.slow_subscribers;
+        self.slow_owed += other.slow_owed;
+        self.slow_delivered += other.slow_delivered;
+        for (how, n) in &other.slow_closed {
+            *self.slow_closed.entry(how.clone()).or_default() += n;
+        }
+    }
 }
 
 impl Default for Stats {
@@ -211,6 +266,7 @@ impl Default for Stats {
             handshakes_in_window: 0,
             close_timeouts: 0,
             not_sent: 0,
+            fanout: Fanout::default(),
         }
     }
 }
@@ -297,6 +353,7 @@ impl Stats {
         self.handshakes_in_window += other.handshakes_in_window;
         self.close_timeouts += other.close_timeouts;
         self.not_sent += other.not_sent;
+        self.fanout.merge(&other.fanout);
     }
 }
 

@@ -137,3 +137,44 @@ pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
+
+/// A Python server from `tests/support/` (in the project's pinned
+/// virtualenv, `scripts/pyenv.sh`) on a free port, stopped when dropped.
+/// A failure to set it up fails the test.
+pub struct PythonServer {
+    /// The server process.
+    child: std::process::Child,
+    /// `ws://127.0.0.1:PORT/`.
+    pub url: String,
+}
+
+impl PythonServer {
+    /// Starts `tests/support/<script>` with `args`; it must print its port on its first line.
+    pub fn start(script: &str, args: &[&str]) -> PythonServer {
+        use std::io::{BufRead, BufReader};
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(root.join("scripts/pyenv.sh")).output().expect("run scripts/pyenv.sh");
+        assert!(out.status.success(), "scripts/pyenv.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let venv = String::from_utf8(out.stdout).expect("a path").trim().to_string();
+        let mut child = Command::new(std::path::Path::new(&venv).join("bin/python"))
+            .arg(root.join("tests/support").join(script))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {script}: {e}"));
+        let mut first_line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut first_line).expect("read the port");
+        let port: u16 =
+            first_line.trim().parse().unwrap_or_else(|_| panic!("no port from {script} {args:?}: {first_line:?}"));
+        PythonServer { child, url: format!("ws://127.0.0.1:{port}/") }
+    }
+}
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // the server exits when its stdin closes
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

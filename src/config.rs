@@ -236,6 +236,15 @@ pub struct Config {
     #[arg(long, env = "WSLOOP_REDIS_PREFIX", default_value = crate::bridge::DEFAULT_PREFIX)]
     pub redis_prefix: String,
 
+    /// Serve wss:// (and https:// pages) on --listen with this certificate
+    /// chain (PEM); needs --tls-key. SIGHUP reloads both.
+    #[arg(long, env = "WSLOOP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "WSLOOP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Messages waiting to be published to Redis at most; beyond, they are dropped and counted.
     #[arg(long, env = "WSLOOP_REDIS_QUEUE", default_value_t = crate::bridge::DEFAULT_QUEUE,
           value_parser = parse_positive_count)]
@@ -270,6 +279,8 @@ impl Default for Config {
             redis: None,
             redis_prefix: crate::bridge::DEFAULT_PREFIX.to_string(),
             redis_queue: crate::bridge::DEFAULT_QUEUE,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -284,6 +295,16 @@ const MAX_WORKERS: usize = 256;
 const MAX_TIMEOUT: Duration = Duration::from_secs(20 * 24 * 3600);
 
 impl Config {
+    /// The TLS configuration `--tls-cert` and `--tls-key` name, loaded
+    /// (`None` without them). The error is one line naming the bad file.
+    pub fn tls(&self) -> Result<Option<std::sync::Arc<crate::tls::TlsAcceptor>>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => crate::tls::TlsAcceptor::load(cert, key).map(|a| Some(std::sync::Arc::new(a))),
+            (None, None) => Ok(None),
+            _ => Err("--tls-cert and --tls-key go together".into()),
+        }
+    }
+
     /// Checks the values that no single flag parser can: the relations
     /// between them and the clock's range. Called before the server starts, so
     /// that nothing can fail this way inside the event loop.
@@ -355,6 +376,7 @@ impl Config {
             + if self.publish_token.is_some() { ", publish on" } else { "" }
             + &if self.workers > 1 { format!(", workers {}", self.workers) } else { String::new() }
             + if self.redis.is_some() { ", redis on" } else { "" }
+            + if self.tls_cert.is_some() { ", tls" } else { "" }
     }
 }
 

@@ -146,16 +146,20 @@ pub enum Failure {
     Io,
     /// `--handshake-timeout` passed (slowloris).
     Timeout,
+    /// The TLS handshake failed: an alert from the peer (a certificate it
+    /// does not trust), or records that are not TLS (a plain-text client).
+    Tls,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 3] = [Failure::PeerClosed, Failure::Io, Failure::Timeout];
+    pub const ALL: [Failure; 4] = [Failure::PeerClosed, Failure::Io, Failure::Timeout, Failure::Tls];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Failure::PeerClosed => "peer_closed",
             Failure::Io => "io_error",
             Failure::Timeout => "timeout",
+            Failure::Tls => "tls",
         }
     }
 }

@@ -48,6 +48,7 @@ pub mod socket;
 pub mod stats;
 pub mod sys;
 pub mod testing;
+pub mod tls;
 pub mod token;
 pub mod units;
 pub mod wakeup;

@@ -34,6 +34,7 @@ pub mod fanout;
 pub mod handshake;
 pub mod http;
 pub mod hub;
+pub mod labels;
 pub mod listener;
 pub mod metrics;
 pub mod modes;

@@ -742,7 +742,10 @@ impl Client {
     }
 
     /// `wss://`'s [`Client::consume`]: the ciphertext in `cx.rx[..n]`
-    /// through rustls, and its plaintext through the same checks.
+    /// through rustls, and its plaintext through the same checks. Never
+    /// inlined, so that `ws://`'s [`Client::read_input`] stays the code it
+    /// was, plus one test.
+    #[inline(never)]
     fn consume_tls(&mut self, n: usize, cx: &mut Context) -> Result<(), End> {
         let basis = Basis::of(cx);
         let Context { stats, payload, encoding, rx, .. } = cx;

@@ -346,6 +346,13 @@ impl<S: SnapshotSink> Driver<S> {
             connect_timeout_ns: settings.connect_timeout.as_nanos() as u64,
             payload,
             requests: common.requests.clone(),
+            // Each loop its own TLS configuration: its own session store.
+            tls: settings
+                .tls
+                .as_ref()
+                .map(|tls| tls.client(share.connections))
+                .transpose()
+                .map_err(io::Error::other)?,
             stats: Stats::default(),
             rx: vec![0u8; RECV_BUFFER_SIZE].into_boxed_slice(),
             out: Vec::new(),

@@ -16,6 +16,8 @@
 //! - `progress`: the once-a-second live line and timeline.
 //! - `report`, `hgrm`: the summary, the JSON document and the `.hgrm` file.
 //! - `sys`: getrusage, timerfd, source-address binding, terminal width.
+//! - `tls`: `wss://`: rustls over the loop's sockets, the TLS flags, the
+//!   loop's session store.
 //! - `output`: stdout and stderr, where a closed pipe never ends the run.
 //!
 //! The payload layout it shares with servers is `wsloop::wire`.
@@ -38,6 +40,7 @@ mod progress;
 mod report;
 mod stats;
 mod sys;
+mod tls;
 
 use std::{
     fs::File,

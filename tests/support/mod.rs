@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: an in-process server on port 0,
 //! blocking clients, raw frames for the malformed-input tests, and the
-//! `wsloop` binary as a child process for the signal and memory tests.
+//! `wsloop` binary as a child process for the signal and memory tests, and
+//! throwaway TLS certificates (`tls`).
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod loadgen;

@@ -63,6 +63,26 @@ impl Pki {
         files
     }
 
+    /// A certificate for `names` (DNS names or IP addresses), as
+    /// `<dir>/<file>.pem` and `<dir>/<file>-key.pem`.
+    pub fn server_for(&self, file: &str, names: &[&str]) -> ServerFiles {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        for name in names {
+            params.subject_alt_names.push(match name.parse() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName((*name).try_into().unwrap()),
+            });
+        }
+        params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or(file));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let files =
+            ServerFiles { cert: self.dir.join(format!("{file}.pem")), key: self.dir.join(format!("{file}-key.pem")) };
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
+    }
+
     /// A client configuration that trusts this CA only.
     pub fn client_config(&self) -> Arc<ClientConfig> {
         self.client_config_for(rustls::DEFAULT_VERSIONS)

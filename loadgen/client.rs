@@ -30,7 +30,10 @@ use std::{
 };
 
 use mio::{net::TcpStream, Interest, Registry, Token};
-use wsloop::wire::{Encoding, Stamp, BINARY_STAMP_LEN};
+use wsloop::{
+    sys::Readiness,
+    wire::{Encoding, Stamp, BINARY_STAMP_LEN},
+};
 
 use crate::{
     broadcast::{Layout, Subscriber, Verdict},
@@ -311,14 +314,8 @@ impl Client {
     }
 
     /// Handles a readiness event.
-    pub fn on_ready(
-        &mut self,
-        readable: bool,
-        writable: bool,
-        read_closed: bool,
-        schedule: Option<&Schedule>,
-        cx: &mut Context,
-    ) -> Step {
+    pub fn on_ready(&mut self, ready: Readiness, schedule: Option<&Schedule>, cx: &mut Context) -> Step {
+        let Readiness { readable, writable, read_closed } = ready;
         match self.state {
             State::Connecting => {
                 if !(readable || writable) {

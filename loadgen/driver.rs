@@ -39,7 +39,11 @@ use std::{
 
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use wsloop::{clock::monotonic_ns, wire};
+use wsloop::{
+    clock::monotonic_ns,
+    sys::{receive_buffer, CpuTime, Readiness, TokenMap, EVENTS_CAPACITY},
+    wire,
+};
 
 use crate::{
     broadcast::{Published, Subscriber},
@@ -49,19 +53,12 @@ use crate::{
     plan::{Phase, Schedule, Window},
     progress::{Snapshot, SnapshotSink},
     stats::{Failure, Fault, Stats},
-    sys::{CpuTime, Timer},
+    sys::Timer,
 };
 
-/// The send timer's token; connection tokens are slab key + 1.
+/// The send timer's token; connection tokens follow it.
 const TIMER: Token = Token(0);
-
-/// Events taken from epoll per wakeup.
-const EVENTS_CAPACITY: usize = 1024;
-
-/// The loop's receive buffer: one `read` takes up to this much. Large enough
-/// that a pipelined connection is drained in one call, small enough to stay
-/// in L2 cache.
-const RECV_BUFFER_SIZE: usize = 256 << 10;
+const CLIENTS: TokenMap = TokenMap::new(1);
 
 /// How often timeouts are checked (connect, message, close): a few
 /// comparisons per connection, instead of a timer each.
@@ -316,14 +313,6 @@ struct Driver<S> {
     settled: bool,
 }
 
-fn token(key: usize) -> Token {
-    Token(key + 1)
-}
-
-fn key_of(token: Token) -> Option<usize> {
-    token.0.checked_sub(1)
-}
-
 impl<S: SnapshotSink> Driver<S> {
     fn new(share: Share, common: Arc<Common>, snapshots: S, stop_mark: StopMark) -> io::Result<Driver<S>> {
         let settings = &common.settings;
@@ -354,7 +343,7 @@ impl<S: SnapshotSink> Driver<S> {
                 .transpose()
                 .map_err(io::Error::other)?,
             stats: Stats::default(),
-            rx: vec![0u8; RECV_BUFFER_SIZE].into_boxed_slice(),
+            rx: receive_buffer(),
             out: Vec::new(),
             now_ns: now,
             window: Window::NONE,
@@ -424,17 +413,11 @@ impl<S: SnapshotSink> Driver<S> {
                     self.timer_set_for = 0;
                     continue;
                 }
-                let Some(key) = key_of(event.token()) else { continue };
+                let Some(key) = CLIENTS.key(event.token()) else { continue };
                 // Readiness is a hint: the connection may be gone already.
                 let Some(client) = self.clients.get_mut(key) else { continue };
                 self.cx.now_ns = clock.take().unwrap_or_else(monotonic_ns);
-                let step = client.on_ready(
-                    event.is_readable() || event.is_read_closed() || event.is_error(),
-                    event.is_writable() || event.is_write_closed() || event.is_error(),
-                    event.is_read_closed(),
-                    self.schedule.as_ref(),
-                    &mut self.cx,
-                );
+                let step = client.on_ready(Readiness::of(event), self.schedule.as_ref(), &mut self.cx);
                 if step == Step::Remove {
                     self.remove(key);
                 }
@@ -617,7 +600,7 @@ impl<S: SnapshotSink> Driver<S> {
             };
             self.created += 1;
             let entry = self.clients.vacant_entry();
-            let token = token(entry.key());
+            let token = CLIENTS.token(entry.key());
             match Client::connect(settings.target, source, id, token, self.poll.registry(), &mut self.cx) {
                 Ok(client) => {
                     entry.insert(client);

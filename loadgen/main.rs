@@ -15,7 +15,8 @@
 //! - `stats`: histograms, counters and error kinds, merged across loops.
 //! - `progress`: the once-a-second live line and timeline.
 //! - `report`, `hgrm`: the summary, the JSON document and the `.hgrm` file.
-//! - `sys`: getrusage, timerfd, source-address binding, terminal width.
+//! - `sys`: timerfd, source-address binding, terminal width (what both
+//!   loops share, CPU time included, is in `wsloop::sys`).
 //! - `tls`: `wss://`: rustls over the loop's sockets, the TLS flags, the
 //!   loop's session store.
 //! - `output`: stdout and stderr, where a closed pipe never ends the run.
@@ -54,7 +55,10 @@ use std::{
     time::Duration,
 };
 
-use wsloop::{clock::monotonic_ns, listener};
+use wsloop::{
+    clock::monotonic_ns,
+    sys::{raise_fd_limit, CpuTime},
+};
 
 use crate::{
     cli::{Cli, Mode, Settings, EXIT_INTERRUPTED},
@@ -63,7 +67,6 @@ use crate::{
     progress::Progress,
     report::{Inputs, Outcome, Report, Status},
     stats::{Failure, Stats},
-    sys::CpuTime,
 };
 
 /// Descriptors loadgen needs besides its connections: stdio, epoll and
@@ -238,7 +241,7 @@ fn shares(settings: &Settings) -> Vec<Share> {
 /// Refuses runs that cannot work on this machine, before opening anything.
 fn check_limits(settings: &Settings) -> Result<(), String> {
     let needed = settings.connections + SPARE_FDS;
-    match listener::raise_fd_limit() {
+    match raise_fd_limit() {
         Ok(limit) if limit < needed => {
             return Err(format!(
                 "{} connections need about {needed} file descriptors, but the limit is {limit}; raise it (ulimit -n)",

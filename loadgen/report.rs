@@ -10,12 +10,12 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use wsloop::sys::CpuTime;
 
 use crate::{
     cli::{Mode, Settings},
     progress::{group, Tick},
     stats::{Failure, Fault, Stats},
-    sys::CpuTime,
     tls::{Trust, FAILURE_REASONS},
 };
 

@@ -16,18 +16,7 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
-/// Highest latency the histograms track (60 s, in nanoseconds); larger
-/// values are clamped to it, not lost.
-pub const LATENCY_MAX_NS: u64 = 60_000_000_000;
-
-/// Significant figures of every histogram: 0.1% resolution, the usual
-/// HdrHistogram choice (wrk2 uses 3 as well).
-pub const SIGNIFICANT_FIGURES: u8 = 3;
-
-/// A latency histogram in nanoseconds, 1 ns .. 60 s.
-pub fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, LATENCY_MAX_NS, SIGNIFICANT_FIGURES).expect("valid histogram bounds")
-}
+pub use wsloop::sys::{latency_histogram, LATENCY_MAX_NS};
 
 /// Why a connection could not be opened (TCP connect through the 101).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

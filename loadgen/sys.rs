@@ -1,5 +1,6 @@
-//! The few Linux calls the standard library and socket2 do not wrap:
-//! CPU time (`getrusage`), a nanosecond timer for mio (`timerfd`),
+//! The few Linux calls loadgen alone needs that the standard library and
+//! socket2 do not wrap (CPU time and the fd limit are in `wsloop::sys`):
+//! a nanosecond timer for mio (`timerfd`),
 //! `IP_BIND_ADDRESS_NO_PORT` for connecting from several source addresses,
 //! and the terminal's width for the live line (`TIOCGWINSZ`).
 
@@ -11,52 +12,6 @@ use std::{
 
 use mio::{event::Source, unix::SourceFd, Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
-
-/// CPU time used, in nanoseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CpuTime {
-    /// Time running loadgen's own code.
-    pub user_ns: u64,
-    /// Time in the kernel on loadgen's behalf (system calls: here, most of it).
-    pub system_ns: u64,
-}
-
-impl CpuTime {
-    /// The calling thread's CPU time (a loop's own cost, excluding the others).
-    pub fn thread() -> CpuTime {
-        rusage(libc::RUSAGE_THREAD)
-    }
-
-    /// The whole process's CPU time, all threads.
-    pub fn process() -> CpuTime {
-        rusage(libc::RUSAGE_SELF)
-    }
-
-    pub fn total_ns(&self) -> u64 {
-        self.user_ns + self.system_ns
-    }
-
-    pub fn since(&self, earlier: &CpuTime) -> CpuTime {
-        CpuTime {
-            user_ns: self.user_ns.saturating_sub(earlier.user_ns),
-            system_ns: self.system_ns.saturating_sub(earlier.system_ns),
-        }
-    }
-
-    pub fn add(&mut self, other: &CpuTime) {
-        self.user_ns += other.user_ns;
-        self.system_ns += other.system_ns;
-    }
-}
-
-fn rusage(who: libc::c_int) -> CpuTime {
-    // SAFETY: getrusage only writes the struct we pass; an all-zero rusage is valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; `who` is RUSAGE_SELF or RUSAGE_THREAD, which cannot fail.
-    unsafe { libc::getrusage(who, &mut usage) };
-    let ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
-    CpuTime { user_ns: ns(usage.ru_utime), system_ns: ns(usage.ru_stime) }
-}
 
 /// A one-shot `CLOCK_MONOTONIC` timer that mio can poll.
 ///
@@ -167,19 +122,6 @@ pub fn start_connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<m
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_time_moves_forward() {
-        let before = CpuTime::thread();
-        let mut x = 0u64;
-        for i in 0..2_000_000u64 {
-            x = x.wrapping_add(i * i);
-        }
-        std::hint::black_box(x);
-        let after = CpuTime::thread();
-        assert!(after.total_ns() >= before.total_ns());
-        assert!(CpuTime::process().total_ns() >= after.total_ns());
-    }
 
     /// Re-arming without reading the expiry count fires again, and an
     /// expiry not re-armed is reported once (edge-triggered), not forever.

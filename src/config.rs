@@ -3,7 +3,7 @@
 //! Every field is a `--flag` and a `WSLOOP_...` environment variable (flag wins,
 //! then the variable, then the default). Every default is a named constant below,
 //! with the reason it has that value; `--help` shows it rendered from that
-//! constant ([`shown`]) and [`Config::default`] uses it as is, so the two
+//! constant (the `shown` module) and [`Config::default`] uses it as is, so the two
 //! cannot disagree.
 
 use std::{

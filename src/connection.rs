@@ -9,7 +9,7 @@
 //! ```
 //!
 //! - **Handshaking**: reading the request head; the [`Decision`] on it is
-//!   acted on in one place ([`Connection::on_head`]).
+//!   acted on in one place (`Connection::read_head`).
 //! - **Open**: messages flow ([`wakeup::serve`]).
 //! - **Closing**: our close frame is sent; reading on until the peer's.
 //! - **Lingering**: our last words (an HTTP response, a close frame) are
@@ -73,14 +73,7 @@ pub struct Context<'a> {
     pub listen: SocketAddr,
 }
 
-/// A readiness event, as the connection sees it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Readiness {
-    pub readable: bool,
-    pub writable: bool,
-    /// The peer half-closed (EPOLLRDHUP): read on until the end-of-file.
-    pub read_closed: bool,
-}
+pub use crate::sys::Readiness;
 
 /// What became of one delivery ([`Connection::deliver`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,9 +17,9 @@ use hdrhistogram::Histogram;
 
 use crate::{
     app::ConnectionId,
-    metrics::new_latency_histogram,
     protocol::{writer, Kind},
     rooms::RoomId,
+    sys::latency_histogram,
 };
 
 /// Where the fan-out times of one loop's messages go until the loop
@@ -66,7 +66,7 @@ impl Drop for Owned {
 
 impl Fanout {
     pub fn new(clock: quanta::Clock) -> Self {
-        Fanout { sink: Arc::new(Sink { clock, latency: Mutex::new(new_latency_histogram()) }) }
+        Fanout { sink: Arc::new(Sink { clock, latency: Mutex::new(latency_histogram()) }) }
     }
 
     /// One frame carrying `payload` as a `kind` message, to be shared by all
@@ -81,7 +81,7 @@ impl Fanout {
 
     /// The fan-out times recorded since the last call.
     pub fn take_latency(&self) -> Histogram<u64> {
-        let mut taken = new_latency_histogram();
+        let mut taken = latency_histogram();
         if let Ok(mut latency) = self.sink.latency.lock() {
             std::mem::swap(&mut *latency, &mut taken);
         }
@@ -92,7 +92,7 @@ impl Fanout {
     pub fn peek_latency(&self) -> Histogram<u64> {
         match self.sink.latency.lock() {
             Ok(latency) => latency.clone(),
-            Err(_) => new_latency_histogram(),
+            Err(_) => latency_histogram(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! a handshake failed, the page routes; each an enum whose variants index a
 //! counter array and name a `/stats` key and a Prometheus label.
 //!
-//! [`labels!`] writes the pattern once: the enum, `ALL` (every variant, in
+//! [`labels!`](crate::labels!) writes the pattern once: the enum, `ALL` (every variant, in
 //! declaration order, so `variant as usize` indexes the array) and
 //! `as_str` (the label).
 

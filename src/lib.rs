@@ -4,26 +4,47 @@
 //! `mio` event loop, and the pieces its load generator shares with it.
 //!
 //! The layers, from the socket up (the loop knows sockets, the protocol
-//! layer knows frames, the application sees messages):
+//! layer knows frames, the application sees messages). One message, from
+//! socket to reply, reads top to bottom in [`wakeup::serve`].
 //!
-//! - [`server`]: the event loop: poll, dispatch by token, accept, sweep.
-//! - [`connection`]: one connection's state machine (handshaking, open, closing).
-//! - [`cycle`]: the per-message hot path of an open connection (generic, benchable).
-//! - [`handshake`]: the opening handshake: request head, refusals, the 101.
-//! - [`ws`]: tungstenite's configuration and what its errors mean.
-//! - [`handler`]: what the application does with a message (echo).
-//! - [`socket`]: the stream tungstenite reads and writes: shared receive
-//!   buffer, syscall avoidance, pending-output accounting.
-//! - [`listener`]: the socket2 listener; accept-error classification.
-//! - [`token`], [`clock`]: token layout; the loop's coarse clock.
-//! - [`shutdown`]: signals and the stop handle.
+//! The process and its loops:
+//! - [`process`]: a whole server process: `--workers` loops, signals, the summary.
+//! - [`server`]: one event loop: poll, dispatch by token, accept, sweep;
+//!   `server::delivery` is its side of rooms (fan-out, inboxes, drain).
+//! - [`hub`]: what the loops of one process share (inboxes, room owners, open counts).
 //! - [`bridge`]: rooms across processes through Redis pub/sub (its own threads).
-//! - [`metrics`], [`stats`]: counters and histograms per loop; their
-//!   `/stats` JSON, `/metrics` Prometheus text and log-line renderings.
-//! - [`http`], [`pages`]: plain HTTP routes and responses; the monitor page.
+//! - [`shutdown`]: signals and the stop handle.
+//!
+//! One connection:
+//! - [`connection`]: its state machine (handshaking, open, closing, lingering).
+//! - [`wakeup`]: one wakeup of an open connection: read, parse, app, flush.
+//! - [`handshake`]: the opening handshake, without I/O: one head parser, one decision.
+//! - [`socket`]: the TCP (or TLS) stream and the two rules that save syscalls.
+//! - [`outbox`]: what a wakeup sends (corked) and what the kernel still owes.
+//! - [`tls`]: the server's rustls configuration, loaded and reloaded from PEM.
+//!
+//! The protocol and the application:
+//! - [`protocol`]: RFC 6455 frames without I/O: a reader (bytes in, events
+//!   out) and a writer (frame headers).
+//! - [`app`]: the application interface: connections and messages, never sockets.
+//! - [`modes`]: `--mode echo` and `--mode broadcast`, written against [`app`].
+//! - [`rooms`]: which connections of a loop are in which room.
+//! - [`fanout`]: a published message, framed once and shared by every delivery.
+//!
+//! Figures and pages:
+//! - [`metrics`]: the counters and histograms of one loop (where they are kept).
+//! - [`stats`]: their renderings: `/stats` JSON, `/metrics` Prometheus, the log line.
+//! - [`labels`](mod@labels): what the counters count by (refusals, failures, routes).
+//! - [`http`], [`pages`]: plain HTTP requests and responses; what each route answers.
+//!
+//! Shared with loadgen, and small things:
+//! - [`sys`]: what both loops need from the OS and mio (token map, readiness,
+//!   receive buffer, histogram, CPU time, fd limit).
+//! - [`clock`]: the loops' coarse clock and the fine one.
+//! - [`wire`]: the stamped payload layout loadgen sends.
+//! - [`listener`], [`token`]: the socket2 listener; the server's reserved tokens.
 //! - [`config`], [`units`]: the configuration; parsing `16MiB` and `10s`.
-//! - [`wire`]: the stamped payload layout loadgen sends (sequence number,
-//!   send times), shared so any tool can read it.
+//! - [`testing`]: an in-memory stream and harness for benches, tests and fuzzing.
 
 pub mod app;
 pub mod bridge;

@@ -58,27 +58,6 @@ pub fn is_per_connection(err: &io::Error) -> bool {
         || err.kind() == io::ErrorKind::Interrupted
 }
 
-/// Raises the soft open-file limit to the hard limit; returns the new soft limit.
-///
-/// The default soft limit (often 1024) would cap the server far below
-/// `--max-connections`; the hard limit is what the administrator allows.
-pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(limit.rlim_cur)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use std::{
 
 use clap::Parser;
 use tracing::{error, info, warn};
-use wsloop::{listener, modes::Builtin, process::Process, Config, Ending};
+use wsloop::{modes::Builtin, process::Process, Config, Ending};
 
 /// Descriptors the server needs besides one per connection: stdio, epoll,
 /// the listeners, the signal pipe and the waker (about ten), and room for
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let needed = cli.config.max_connections.saturating_add(FD_HEADROOM);
-    match listener::raise_fd_limit() {
+    match wsloop::sys::raise_fd_limit() {
         Ok(limit) if limit < needed as u64 => warn!(
             limit,
             needed,

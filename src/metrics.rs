@@ -13,11 +13,8 @@ use crate::{
     fanout::Fanout,
     labels::{Failure, RefusalKind, Route},
     protocol::Kind,
+    sys::{latency_histogram, LATENCY_MAX_NS},
 };
-
-/// Highest latency the histogram tracks (60 s, in nanoseconds); larger
-/// values are clamped to it.
-const LATENCY_MAX_NS: u64 = 60_000_000_000;
 
 /// Frames by type. Data messages count once however fragmented; outgoing
 /// pongs count the pings answered while open.
@@ -150,13 +147,13 @@ impl Default for Metrics {
             pending_output_peak: 0,
             slow_consumer_closes: 0,
             idle_closes: 0,
-            latency: new_latency_histogram(),
-            latency_window: new_latency_histogram(),
-            latency_current: new_latency_histogram(),
+            latency: latency_histogram(),
+            latency_window: latency_histogram(),
+            latency_current: latency_histogram(),
             rooms: RoomCounts::default(),
             fanout: Fanout::new(quanta::Clock::new()),
-            fanout_latency: new_latency_histogram(),
-            fanout_latency_window: new_latency_histogram(),
+            fanout_latency: latency_histogram(),
+            fanout_latency_window: latency_histogram(),
         }
     }
 }
@@ -282,11 +279,6 @@ impl Metrics {
         let _ = self.fanout_latency.add(other.fanout_latency_total());
         let _ = self.fanout_latency_window.add(&other.fanout_latency_window);
     }
-}
-
-/// A latency histogram: 1 ns to 60 s at 3 significant figures (about 200 KiB).
-pub fn new_latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("valid histogram bounds")
 }
 
 #[cfg(test)]

@@ -137,7 +137,7 @@ impl Harness {
             metrics: crate::metrics::Metrics::default(),
             rooms: crate::rooms::Rooms::new(config.max_rooms, config.max_rooms_per_connection),
             published: Vec::new(),
-            rx: vec![0; crate::server::RECV_BUFFER_SIZE].into_boxed_slice(),
+            rx: crate::sys::receive_buffer(),
             cork: crate::outbox::Cork::default(),
             fine: quanta::Clock::new(),
         }

@@ -1,9 +1,11 @@
 //! The loop's `mio::Token` space: reserved tokens, then one per slab key.
 //!
-//! Connection tokens are the slab key plus [`FIRST_CONNECTION`], so the
-//! mapping lives here and nowhere else.
+//! The reserved tokens are named here; the key/token arithmetic is
+//! [`TokenMap`]'s, which loadgen's loops use too.
 
 use mio::Token;
+
+use crate::sys::TokenMap;
 
 /// The listening socket.
 pub const LISTENER: Token = Token(0);
@@ -13,17 +15,17 @@ pub const SIGNALS: Token = Token(1);
 pub const WAKER: Token = Token(2);
 /// The `--metrics-listen` socket.
 pub const METRICS_LISTENER: Token = Token(3);
-/// The first token handed to a connection.
-const FIRST_CONNECTION: usize = 4;
+/// Connections: slab key + 4, after the reserved tokens above.
+const CONNECTIONS: TokenMap = TokenMap::new(4);
 
 /// The token a connection stored under slab key `key` is registered with.
 pub fn for_connection(key: usize) -> Token {
-    Token(key + FIRST_CONNECTION)
+    CONNECTIONS.token(key)
 }
 
 /// The slab key of a connection token, or `None` for a reserved token.
 pub fn connection_key(token: Token) -> Option<usize> {
-    token.0.checked_sub(FIRST_CONNECTION)
+    CONNECTIONS.key(token)
 }
 
 #[cfg(test)]
@@ -32,7 +34,7 @@ mod tests {
 
     #[test]
     fn keys_round_trip_and_never_collide_with_reserved_tokens() {
-        for key in [0, 1, 77, usize::MAX - FIRST_CONNECTION] {
+        for key in [0, 1, 77, usize::MAX - 4] {
             let token = for_connection(key);
             assert_ne!(token, LISTENER);
             assert_ne!(token, SIGNALS);

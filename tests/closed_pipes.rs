@@ -14,7 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{loadgen::temp_path, *};
+use support::{
+    loadgen::{spawn_loadgen, temp_path},
+    *,
+};
 use tungstenite::Message;
 
 /// Reads lines from `pipe` on a thread until one satisfies `wanted`, closes
@@ -90,17 +93,9 @@ fn wsloop_keeps_serving_and_closes_cleanly_after_its_log_reader_is_gone() {
 fn loadgen_finishes_and_reports_after_its_output_readers_are_gone() {
     let server = TestServer::default();
     let json = temp_path("closed-pipes.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .arg("--url")
-        .arg(format!("ws://{}/", server.addr))
-        .args(["-c", "4", "--duration", "1500ms", "--warmup", "0", "--progress"])
-        .arg("--json")
-        .arg(&json)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start loadgen");
+    let url = format!("ws://{}/", server.addr);
+    let mut child =
+        spawn_loadgen(&["--url", &url, "-c", "4", "--duration", "1500ms", "--warmup", "0", "--progress"], &json);
     // Close stdout at once: the summary meets a closed pipe.
     drop(child.stdout.take());
     // Read the first progress line, then close stderr: later progress lines

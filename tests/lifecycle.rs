@@ -73,8 +73,7 @@ fn sigterm_sends_1001_to_every_client_and_exits_0() {
     assert_eq!(server.wait_exit(WAIT), Some(0));
     // No more accepts.
     assert!(TcpStream::connect(server.addr).is_err());
-    let log: Vec<String> = server.log.try_iter().collect();
-    assert!(log.iter().any(|l| l.contains("shutdown complete")), "{log:?}");
+    server.wait_for_log("shutdown complete");
 }
 
 #[test]
@@ -113,8 +112,7 @@ fn out_of_descriptors_does_not_spin_and_recovers() {
     let used = server.cpu_ticks() - before;
     // A spinning accept loop burns ~100 ticks a second; a paused one, ~0.
     assert!(used < 30, "server used {used} CPU ticks in 1 s while out of descriptors");
-    let log: Vec<String> = server.log.try_iter().collect();
-    assert!(log.iter().any(|l| l.contains("out of descriptors")), "{log:?}");
+    server.wait_for_log("out of descriptors");
     drop(flood);
     // Once they are gone, service resumes.
     eventually("service after the flood", || {

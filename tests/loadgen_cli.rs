@@ -13,7 +13,7 @@ use std::{
 };
 
 use support::{
-    loadgen::{closed_port, loadgen, temp_path, RUN_LIMIT},
+    loadgen::{closed_port, loadgen, spawn_loadgen, temp_path, RUN_LIMIT},
     TestServer, WAIT,
 };
 
@@ -48,15 +48,8 @@ fn the_url_argument_wins_over_loadgen_url_and_clashes_with_the_flag() {
 fn an_interrupted_run_says_so_and_exits_3() {
     let server = TestServer::default();
     let json = temp_path("interrupted.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([url(&server).as_str(), "-c", "4", "-d", "60s", "--warmup", "0", "--progress"])
-        .arg("--json")
-        .arg(&json)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start loadgen");
+    let mut child =
+        spawn_loadgen(&[url(&server).as_str(), "-c", "4", "-d", "60s", "--warmup", "0", "--progress"], &json);
     // Wait until it measures, then Ctrl-C.
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();

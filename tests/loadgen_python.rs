@@ -10,7 +10,7 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use support::loadgen::{self as lg, loadgen};
+use support::loadgen::{self as lg, loadgen, IDLE_PINGING};
 
 struct PyServer {
     child: Child,
@@ -70,20 +70,7 @@ fn python_websockets_in_rate_and_idle_modes() {
     let rate =
         loadgen(&["--url", &server.url, "--mode", "rate", "-R", "1000", "-c", "10", "-d", "2s", "--warmup", "0"]);
     assert_intact(&rate);
-    let idle = loadgen(&[
-        "--url",
-        &server.url,
-        "--mode",
-        "idle",
-        "-c",
-        "50",
-        "--ping-interval",
-        "200ms",
-        "-d",
-        "1s",
-        "--warmup",
-        "0",
-    ]);
+    let idle = loadgen(&[&["--url", &server.url, "-c", "50"], IDLE_PINGING].concat());
     assert_intact(&idle);
     assert_eq!(idle.int("/connections/established"), 50);
 }

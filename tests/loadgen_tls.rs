@@ -17,7 +17,7 @@ use std::{
 };
 
 use support::{
-    loadgen::{self as lg, loadgen},
+    loadgen::{self as lg, loadgen, IDLE_PINGING},
     tls::{Pki, ServerFiles},
     TestServer,
 };
@@ -93,11 +93,20 @@ impl Drop for TlsServer {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1 and localhost.
-fn test_pki(name: &str) -> (Pki, ServerFiles) {
+/// A CA, its file as loadgen's `--ca` argument, and a server certificate
+/// for 127.0.0.1 and localhost.
+struct TestPki {
+    /// Held so that its directory (the files below) lives as long as this.
+    _ca: Pki,
+    ca_pem: String,
+    cert: ServerFiles,
+}
+
+fn test_pki(name: &str) -> TestPki {
     let ca = Pki::new(name);
     let cert = ca.server_for("server", &["localhost", "127.0.0.1"]);
-    (ca, cert)
+    let ca_pem = ca.ca_file().to_str().expect("a UTF-8 temporary path").to_string();
+    TestPki { _ca: ca, ca_pem, cert }
 }
 
 /// A run with every message echoed intact and every handshake a TLS one.
@@ -121,10 +130,8 @@ fn assert_intact_over_tls(run: &lg::Run) {
 
 #[test]
 fn wss_echo_with_the_test_ca_in_every_size_and_encoding() {
-    let (ca, cert) = test_pki("echo");
-    let server = TlsServer::start(&cert, &[]);
-    let ca_file = ca.ca_file();
-    let ca_pem = ca_file.to_str().unwrap();
+    let TestPki { ca_pem, cert, .. } = &test_pki("echo");
+    let server = TlsServer::start(cert, &[]);
     let url = server.url("127.0.0.1");
     let run = loadgen(&[&url, "--ca", ca_pem, "-c", "10", "-k", "4", "-d", "1s", "--warmup", "200ms"]);
     assert_intact_over_tls(&run);
@@ -174,10 +181,8 @@ fn a_certificate_for_another_name_fails_as_tls_unless_insecure() {
 
 #[test]
 fn churn_resumes_tls_13_sessions_with_tickets_and_none_without() {
-    let (ca, cert) = test_pki("churn13");
-    let server = TlsServer::start(&cert, &[]);
-    let ca_file = ca.ca_file();
-    let ca_pem = ca_file.to_str().unwrap();
+    let TestPki { ca_pem, cert, .. } = &test_pki("churn13");
+    let server = TlsServer::start(cert, &[]);
     let url = server.url("127.0.0.1");
     let churn = |resume: &str| {
         loadgen(&[
@@ -216,12 +221,10 @@ fn churn_resumes_tls_13_sessions_with_tickets_and_none_without() {
 
 #[test]
 fn churn_resumes_tls_12_sessions_by_id() {
-    let (ca, cert) = test_pki("churn12");
+    let TestPki { ca_pem, cert, .. } = &test_pki("churn12");
     // No tickets: the server resumes from its session cache, by session ID.
-    let server = TlsServer::start(&cert, &["--max-version", "1.2", "--no-tickets"]);
+    let server = TlsServer::start(cert, &["--max-version", "1.2", "--no-tickets"]);
     let url = server.url("127.0.0.1");
-    let ca_file = ca.ca_file();
-    let ca_pem = ca_file.to_str().unwrap();
     let run = loadgen(&[
         &url,
         "--ca",
@@ -248,33 +251,17 @@ fn churn_resumes_tls_12_sessions_by_id() {
 
 #[test]
 fn rate_idle_and_broadcast_over_tls() {
-    let (ca, cert) = test_pki("modes");
-    let ca_file = ca.ca_file();
-    let ca_pem = ca_file.to_str().unwrap();
-    let echo = TlsServer::start(&cert, &[]);
+    let TestPki { ca_pem, cert, .. } = &test_pki("modes");
+    let echo = TlsServer::start(cert, &[]);
     let url = echo.url("127.0.0.1");
     let rate = loadgen(&[&url, "--ca", ca_pem, "--mode", "rate", "-R", "500", "-c", "5", "-d", "1s", "--warmup", "0"]);
     assert_intact_over_tls(&rate);
     assert_eq!(rate.int("/messages/received"), rate.int("/messages/sent"));
-    let idle = loadgen(&[
-        &url,
-        "--ca",
-        ca_pem,
-        "--mode",
-        "idle",
-        "-c",
-        "20",
-        "--ping-interval",
-        "200ms",
-        "-d",
-        "1s",
-        "--warmup",
-        "0",
-    ]);
+    let idle = loadgen(&[&[url.as_str(), "--ca", ca_pem, "-c", "20"], IDLE_PINGING].concat());
     assert_intact_over_tls(&idle);
     assert_eq!(idle.int("/connections/established"), 20);
     drop(echo);
-    let rooms = TlsServer::start(&cert, &["--app", "broadcast"]);
+    let rooms = TlsServer::start(cert, &["--app", "broadcast"]);
     let url = rooms.url("127.0.0.1");
     let fan_out = loadgen(&[
         &url,

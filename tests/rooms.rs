@@ -114,8 +114,7 @@ fn room_limits_are_refused_with_1008_and_counted() {
     assert_eq!(stats(server.addr)["rooms"]["joins_refused"], 1);
 }
 
-/// A member that never reads, and a publisher that floods its room.
-/// Returns the non-reading member's raw socket.
+/// A member of `room` that never reads: its raw socket, after the 101.
 fn stalled_member(addr: std::net::SocketAddr, room: &str) -> std::net::TcpStream {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
@@ -128,25 +127,30 @@ fn stalled_member(addr: std::net::SocketAddr, room: &str) -> std::net::TcpStream
 const LIMIT: usize = 64 << 10;
 const MESSAGE: usize = 4 << 10;
 
-fn flood(publisher: &mut Client, reader: &mut Client, messages: usize) {
-    for i in 0..messages {
-        publisher.send(Message::binary(vec![i as u8; MESSAGE])).unwrap();
-        // The publisher and a reading member keep up: nothing lost for them.
-        assert_eq!(next_message(publisher), Message::binary(vec![i as u8; MESSAGE]));
-        assert_eq!(next_message(reader), Message::binary(vec![i as u8; MESSAGE]));
-    }
-}
-
-#[test]
-fn a_slow_consumer_is_closed_with_1008_and_its_memory_bounded() {
-    let config = Config { max_backpressure: LIMIT, max_message_size: MESSAGE, ..broadcast() };
+/// A server with `config`, a room of three (a member that never reads, a
+/// publisher and a reading member), after the publisher sent 3,000
+/// messages of [`MESSAGE`] bytes: enough to fill the stalled member's
+/// socket buffers and then its limit. Returns the server, the stalled
+/// member's socket and the two others (still members while they live).
+fn flooded_room(config: Config) -> (TestServer, std::net::TcpStream, [Client; 2]) {
     let server = TestServer::start(config);
     let stalled = stalled_member(server.addr, "/feed");
     let mut publisher = connect_to(server.addr, "/feed");
     let mut reader = connect_to(server.addr, "/feed");
     eventually("three members", || stats(server.addr)["rooms"]["memberships"] == 3);
-    // Enough to fill the stalled member's socket buffers and then its limit.
-    flood(&mut publisher, &mut reader, 3000);
+    for i in 0..3000 {
+        publisher.send(Message::binary(vec![i as u8; MESSAGE])).unwrap();
+        // The publisher and a reading member keep up: nothing lost for them.
+        assert_eq!(next_message(&mut publisher), Message::binary(vec![i as u8; MESSAGE]));
+        assert_eq!(next_message(&mut reader), Message::binary(vec![i as u8; MESSAGE]));
+    }
+    (server, stalled, [publisher, reader])
+}
+
+#[test]
+fn a_slow_consumer_is_closed_with_1008_and_its_memory_bounded() {
+    let (server, stalled, _members) =
+        flooded_room(Config { max_backpressure: LIMIT, max_message_size: MESSAGE, ..broadcast() });
     let s = stats(server.addr);
     assert_eq!(s["backpressure"]["slow_consumer_closes"], 1, "{s}");
     assert_eq!(s["rooms"]["memberships"], 2, "the slow consumer left its room");
@@ -163,12 +167,7 @@ fn a_slow_consumer_is_closed_with_1008_and_its_memory_bounded() {
 fn with_drop_a_slow_consumer_keeps_its_place_and_only_it_loses_messages() {
     let config =
         Config { max_backpressure: LIMIT, max_message_size: MESSAGE, slow_consumer: SlowConsumer::Drop, ..broadcast() };
-    let server = TestServer::start(config);
-    let stalled = stalled_member(server.addr, "/feed");
-    let mut publisher = connect_to(server.addr, "/feed");
-    let mut reader = connect_to(server.addr, "/feed");
-    eventually("three members", || stats(server.addr)["rooms"]["memberships"] == 3);
-    flood(&mut publisher, &mut reader, 3000);
+    let (server, stalled, _members) = flooded_room(config);
     let s = stats(server.addr);
     assert_eq!(s["rooms"]["memberships"], 3, "it kept its place");
     assert_eq!(s["backpressure"]["slow_consumer_closes"], 0);

@@ -197,7 +197,7 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     std::fs::copy(&second.cert, &first.cert).unwrap();
     std::fs::copy(&second.key, &first.key).unwrap();
     server.signal(libc::SIGHUP);
-    wait_for_log(&server, "TLS certificate reloaded");
+    server.wait_for_log("TLS certificate reloaded");
     let mut new = wss(server.addr, &pki);
     assert!(peer_cn(&new), "a handshake after SIGHUP still got the old certificate");
     echo_once(&mut old, Message::text("the old connection stays"));
@@ -206,19 +206,8 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     // A broken file: the reload fails, says why, and the certificate in force stays.
     std::fs::write(&first.cert, "broken").unwrap();
     server.signal(libc::SIGHUP);
-    wait_for_log(&server, "not reloaded");
+    server.wait_for_log("not reloaded");
     let mut after = wss(server.addr, &pki);
     assert!(peer_cn(&after));
     echo_once(&mut after, Message::text("still serving"));
-}
-
-fn wait_for_log(server: &ServerProcess, needle: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::time::Instant::now() < deadline {
-        match server.log.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) if line.contains(needle) => return,
-            _ => {}
-        }
-    }
-    panic!("no log line with {needle:?}");
 }

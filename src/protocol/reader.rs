@@ -255,11 +255,7 @@ impl Reader {
         input: &'a mut [u8],
         limits: &Limits,
     ) -> Result<(usize, Option<Event<'a>>), Violation> {
-        if self.finished {
-            // Nothing is kept for input that will never be used.
-            self.partial = None;
-            return Ok((input.len(), None));
-        }
+        // (A finished reader has no memo: `next_slow` answers it.)
         if self.partial.is_none() && self.memo.prefix_len != 0 && input.len() >= 4 {
             // The fast path: the same header as the last message's.
             let word = u32::from_le_bytes([input[0], input[1], input[2], input[3]]);
@@ -271,7 +267,7 @@ impl Reader {
                 let payload = &mut input[header_len..header_len + len];
                 unmask(payload, mask, 0);
                 if memo.text && !utf8::is_valid(payload) {
-                    self.finished = true;
+                    self.finish();
                     return Err(INVALID_UTF8);
                 }
                 let kind = if memo.text { Kind::Text } else { Kind::Binary };
@@ -297,9 +293,18 @@ impl Reader {
         // while the event borrows the partial state.
         let result = read(&mut self.partial, &mut self.memo, input, limits);
         if matches!(result, Err(_) | Ok((_, Some(Event::Close(_))))) {
+            // `finish`, field by field: `result` borrows `partial`.
             self.finished = true;
+            self.memo = Memo::default();
         }
         result
+    }
+
+    /// No more input will be used (a violation, or the peer's close): the
+    /// memo goes too, so that [`Reader::next`]'s fast path cannot match.
+    fn finish(&mut self) {
+        self.finished = true;
+        self.memo = Memo::default();
     }
 }
 

@@ -51,17 +51,11 @@ use crate::{
     shutdown::{Request, ShutdownSignals, StopHandle},
     socket::Socket,
     stats::Snapshot,
+    sys,
     tls::TlsAcceptor,
     token,
     wakeup::Lent,
 };
-
-/// Size of the loop's shared receive buffer: one `recv` takes up to this
-/// much, whatever the connection (uWebSockets uses 512 KiB per loop).
-pub const RECV_BUFFER_SIZE: usize = 256 << 10;
-
-/// Events taken from epoll per wakeup.
-const EVENTS_CAPACITY: usize = 1024;
 
 /// How long accepting pauses after the process ran out of descriptors: long
 /// enough not to spin, short enough to recover quickly once some close.
@@ -248,7 +242,7 @@ impl<A: App> Server<A> {
                 policy,
                 limits,
                 metrics: Metrics::default(),
-                rx: vec![0; RECV_BUFFER_SIZE].into_boxed_slice(),
+                rx: sys::receive_buffer(),
                 cork: Cork::default(),
                 rooms: Rooms::new(max_rooms, max_rooms_per_connection),
                 published: Vec::new(),
@@ -311,7 +305,7 @@ impl<A: App> Server<A> {
 
     /// Runs until shut down.
     pub fn run(&mut self) -> io::Result<Summary> {
-        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut events = Events::with_capacity(sys::EVENTS_CAPACITY);
         while self.ending.is_none() {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -366,11 +360,7 @@ impl<A: App> Server<A> {
             debug!(?token, "event for a connection that is gone");
             return;
         };
-        let ready = Readiness {
-            readable: event.is_readable() || event.is_read_closed() || event.is_error(),
-            writable: event.is_writable() || event.is_write_closed() || event.is_error(),
-            read_closed: event.is_read_closed(),
-        };
+        let ready = Readiness::of(event);
         let step = connection.on_ready(
             token,
             ready,

@@ -46,6 +46,9 @@ impl Run {
     }
 }
 
+/// A one-second idle run whose connections ping every 200 ms (add `-c N`).
+pub const IDLE_PINGING: &[&str] = &["--mode", "idle", "--ping-interval", "200ms", "-d", "1s", "--warmup", "0"];
+
 /// A fresh path under the system temp directory.
 pub fn temp_path(name: &str) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -53,21 +56,26 @@ pub fn temp_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("loadgen-test-{}-{n}-{name}", std::process::id()))
 }
 
-/// Runs loadgen with `args` plus `--json` and `--hgrm` files, bounded by [`RUN_LIMIT`].
-pub fn loadgen(args: &[&str]) -> Run {
-    let json = temp_path("report.json");
-    let hgrm = temp_path("latency.hgrm");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+/// Starts loadgen with `args` plus `--json JSON`, stdin closed, stdout and
+/// stderr piped: for the tests that read or close its output themselves.
+pub fn spawn_loadgen(args: &[&str], json: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(args)
         .arg("--json")
-        .arg(&json)
-        .arg("--hgrm")
-        .arg(&hgrm)
+        .arg(json)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start loadgen");
+        .expect("start loadgen")
+}
+
+/// Runs loadgen with `args` plus `--json` and `--hgrm` files, bounded by [`RUN_LIMIT`].
+pub fn loadgen(args: &[&str]) -> Run {
+    let json = temp_path("report.json");
+    let hgrm = temp_path("latency.hgrm");
+    let hgrm_arg = hgrm.to_str().expect("a UTF-8 temporary path");
+    let mut child = spawn_loadgen(&[args, &["--hgrm", hgrm_arg]].concat(), &json);
     let mut stdout_pipe = child.stdout.take().unwrap();
     let mut stderr_pipe = child.stderr.take().unwrap();
     let out_reader = std::thread::spawn(move || {

@@ -241,6 +241,21 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// Waits (up to [`WAIT`]) for a log line containing `needle`: the lines
+    /// arrive through a reader thread, so one written just now may not be
+    /// there yet, and reading once would race with it.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needle:?} within {WAIT:?}"),
+            }
+        }
+    }
+
     pub fn start(args: &[&str]) -> ServerProcess {
         Self::start_with(Command::new(env!("CARGO_BIN_EXE_wsloop")).args(args))
     }

@@ -42,7 +42,7 @@ use crate::{
     handshake::{self, Refused, RequestTemplate},
     inbound::{Echo, Expected, Handler, Inbound, ProtocolViolation},
     plan::{Schedule, Window},
-    stats::{self, Failure, Fault, Stats},
+    stats::{self, Fault, OpenFailure, Stats},
     sys,
     tls::{self as tls_mod, TlsClient, TlsEnd, TlsStream},
 };
@@ -325,7 +325,7 @@ impl Client {
                     Ok(false) => Step::Keep,
                     Ok(true) if cx.tls.is_some() => self.start_tls(cx),
                     Ok(true) => self.start_handshake(cx.now_ns, Vec::new(), cx),
-                    Err(e) => self.fail(Failure::from_io(&e, false), format!("connect: {e}"), cx),
+                    Err(e) => self.fail(OpenFailure::from_io(&e, false), format!("connect: {e}"), cx),
                 }
             }
             State::TlsHandshaking { tcp_up_ns } => self.tls_handshake(tcp_up_ns, readable, cx),
@@ -359,13 +359,13 @@ impl Client {
         let now = cx.now_ns;
         match self.state {
             State::Connecting if now.saturating_sub(self.connect_ns) > cx.connect_timeout_ns => {
-                self.fail(Failure::ConnectTimeout, "no TCP connection within --connect-timeout".into(), cx)
+                self.fail(OpenFailure::ConnectTimeout, "no TCP connection within --connect-timeout".into(), cx)
             }
             State::TlsHandshaking { .. } if now.saturating_sub(self.connect_ns) > cx.connect_timeout_ns => {
-                self.fail(Failure::HandshakeTimeout, "no TLS handshake within --connect-timeout".into(), cx)
+                self.fail(OpenFailure::HandshakeTimeout, "no TLS handshake within --connect-timeout".into(), cx)
             }
             State::Handshaking(_) if now.saturating_sub(self.connect_ns) > cx.connect_timeout_ns => {
-                self.fail(Failure::HandshakeTimeout, "no handshake response within --connect-timeout".into(), cx)
+                self.fail(OpenFailure::HandshakeTimeout, "no handshake response within --connect-timeout".into(), cx)
             }
             State::Open => {
                 if self.seq.in_flight() > 0 && now.saturating_sub(self.seq.progress_ns) > cx.message_timeout_ns {
@@ -462,14 +462,14 @@ impl Client {
                 let n = match (&self.stream).read(&mut cx.rx) {
                     Ok(0) => {
                         let detail = "server closed the connection during the TLS handshake";
-                        return self.fail(Failure::Closed, detail.into(), cx);
+                        return self.fail(OpenFailure::Closed, detail.into(), cx);
                     }
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         let detail = format!("during the TLS handshake: {e}");
-                        return self.fail(Failure::from_io(&e, true), detail, cx);
+                        return self.fail(OpenFailure::from_io(&e, true), detail, cx);
                     }
                 };
                 let received = tls.receive(&cx.rx[..n], |plain| {
@@ -480,7 +480,7 @@ impl Client {
                     Ok(false) => {}
                     Ok(true) => {
                         let detail = "server ended TLS (close_notify) during the handshake";
-                        return self.fail(Failure::Closed, detail.into(), cx);
+                        return self.fail(OpenFailure::Closed, detail.into(), cx);
                     }
                     Err(TlsEnd::Tls(e)) => {
                         // Send the alert rustls queued, if the socket takes it.
@@ -496,7 +496,7 @@ impl Client {
         }
         if tls.is_handshaking() {
             if let Err(e) = tls.flush(&self.stream) {
-                return self.fail(Failure::from_io(&e, true), format!("during the TLS handshake: {e}"), cx);
+                return self.fail(OpenFailure::from_io(&e, true), format!("during the TLS handshake: {e}"), cx);
             }
             return Step::Keep;
         }
@@ -507,7 +507,7 @@ impl Client {
     /// Counts a failed TLS handshake (kind `tls`, and its reason).
     fn fail_tls(&mut self, error: &rustls::Error, cx: &mut Context) -> Step {
         cx.stats.count_tls_failure(tls_mod::failure_reason(error));
-        self.fail(Failure::Tls, format!("TLS: {error}"), cx)
+        self.fail(OpenFailure::Tls, format!("TLS: {error}"), cx)
     }
 
     /// Sends the upgrade request (TCP, or TLS, is up since `tcp_up_ns`);
@@ -538,7 +538,7 @@ impl Client {
             match sent {
                 Ok(n) => hs.written += n,
                 Err(e) if is_retry(&e) => {}
-                Err(e) => return self.fail(Failure::from_io(&e, true), format!("sending the request: {e}"), cx),
+                Err(e) => return self.fail(OpenFailure::from_io(&e, true), format!("sending the request: {e}"), cx),
             }
         }
         if !readable || hs.written < hs.request.len() {
@@ -546,7 +546,9 @@ impl Client {
         }
         loop {
             match (&self.stream).read(&mut cx.rx) {
-                Ok(0) => return self.fail(Failure::Closed, "server closed the connection before answering".into(), cx),
+                Ok(0) => {
+                    return self.fail(OpenFailure::Closed, "server closed the connection before answering".into(), cx)
+                }
                 Ok(n) => {
                     match self.tls.as_deref_mut() {
                         None => hs.response.extend_from_slice(&cx.rx[..n]),
@@ -560,7 +562,7 @@ impl Client {
                                 Ok(false) | Err(TlsEnd::Plain(())) => {}
                                 Ok(true) => {
                                     let detail = "server ended TLS (close_notify) before answering";
-                                    return self.fail(Failure::Closed, detail.into(), cx);
+                                    return self.fail(OpenFailure::Closed, detail.into(), cx);
                                 }
                                 Err(TlsEnd::Tls(e)) => return self.fail_tls(&e, cx),
                             }
@@ -579,13 +581,13 @@ impl Client {
                             cx.stats.count_http_status(status);
                             let head = String::from_utf8_lossy(&hs.response);
                             let line = head.lines().next().unwrap_or_default().to_string();
-                            return self.fail(Failure::HttpStatus, format!("server answered {line:?}"), cx);
+                            return self.fail(OpenFailure::HttpStatus, format!("server answered {line:?}"), cx);
                         }
-                        Err(Refused::Invalid(why)) => return self.fail(Failure::BadResponse, why, cx),
+                        Err(Refused::Invalid(why)) => return self.fail(OpenFailure::BadResponse, why, cx),
                     }
                 }
                 Err(e) if is_retry(&e) => return Step::Keep,
-                Err(e) => return self.fail(Failure::from_io(&e, true), format!("reading the response: {e}"), cx),
+                Err(e) => return self.fail(OpenFailure::from_io(&e, true), format!("reading the response: {e}"), cx),
             }
         }
     }
@@ -632,7 +634,7 @@ impl Client {
         self.settle(result, cx)
     }
 
-    fn fail(&mut self, failure: Failure, detail: String, cx: &mut Context) -> Step {
+    fn fail(&mut self, failure: OpenFailure, detail: String, cx: &mut Context) -> Step {
         let id = self.id;
         cx.stats.count_failure(failure, || format!("connection {id}: {detail}"));
         Step::Remove

@@ -9,7 +9,7 @@
 //!    and the send time of the messages it triggers);
 //! 3. send whatever the open-loop schedule says is due;
 //! 4. housekeeping: phase changes, new connections, the timeout sweep, the
-//!    once-a-second snapshot.
+//!    once-a-second sample.
 //!
 //! New connections are only started in step 4, after the event batch: a slab
 //! key freed by a removal in this batch therefore cannot be reused while
@@ -51,8 +51,8 @@ use crate::{
     client::{Client, Context, Step, CLOSE_TIMEOUT_NS},
     handshake::RequestTemplate,
     plan::{Phase, Schedule, Window},
-    progress::{Snapshot, SnapshotSink},
-    stats::{Failure, Fault, Stats},
+    progress::{Sample, SampleSink},
+    stats::{Fault, OpenFailure, Stats},
     sys::Timer,
 };
 
@@ -64,8 +64,8 @@ const CLIENTS: TokenMap = TokenMap::new(1);
 /// comparisons per connection, instead of a timer each.
 const SWEEP_NS: u64 = 100_000_000;
 
-/// Progress snapshots are sent to the main thread this often.
-const SNAPSHOT_NS: u64 = 1_000_000_000;
+/// Progress samples are sent to the main thread this often.
+const SAMPLE_NS: u64 = 1_000_000_000;
 
 /// Longest sleep in `poll`, so phase changes and `Ctrl-C` are noticed promptly.
 const MAX_POLL_NS: u64 = 100_000_000;
@@ -244,11 +244,11 @@ impl Drop for StopMark {
 }
 
 /// Runs one loop to the end of the run.
-pub fn run(share: Share, common: Arc<Common>, snapshots: impl SnapshotSink) -> io::Result<LoopResult> {
+pub fn run(share: Share, common: Arc<Common>, samples: impl SampleSink) -> io::Result<LoopResult> {
     let mut ticket = GateTicket { common: common.clone(), used: false };
     // Made first, so that a loop that cannot even start still tells the others it sends nothing.
     let stop_mark = StopMark { common: common.clone(), done: false };
-    let driver = Driver::new(share, common, snapshots, stop_mark)?;
+    let driver = Driver::new(share, common, samples, stop_mark)?;
     driver.run(&mut ticket)
 }
 
@@ -273,8 +273,8 @@ struct Driver<S> {
     share: Share,
     /// What all loops share.
     common: Arc<Common>,
-    /// Where the once-a-second snapshots go.
-    snapshots: S,
+    /// Where the once-a-second samples go.
+    samples: S,
     /// Ramp: connections still to start.
     to_open: u64,
     /// Connection attempts started, for `--connect-rate`.
@@ -291,8 +291,8 @@ struct Driver<S> {
     close_deadline: u64,
     /// When the timeout sweep runs next.
     next_sweep: u64,
-    /// When the next snapshot is due.
-    next_snapshot: u64,
+    /// When the next sample is due.
+    next_sample: u64,
     /// The thread's CPU time when the window opened.
     cpu_at_start: Option<CpuTime>,
     /// The thread's CPU time used inside the window (set when it ends).
@@ -313,8 +313,8 @@ struct Driver<S> {
     settled: bool,
 }
 
-impl<S: SnapshotSink> Driver<S> {
-    fn new(share: Share, common: Arc<Common>, snapshots: S, stop_mark: StopMark) -> io::Result<Driver<S>> {
+impl<S: SampleSink> Driver<S> {
+    fn new(share: Share, common: Arc<Common>, samples: S, stop_mark: StopMark) -> io::Result<Driver<S>> {
         let settings = &common.settings;
         let poll = Poll::new()?;
         let mut timer = Timer::new()?;
@@ -365,7 +365,7 @@ impl<S: SnapshotSink> Driver<S> {
             phase: Phase::Ramp,
             share,
             common,
-            snapshots,
+            samples,
             to_open,
             attempts: 0,
             connect_start_ns: now,
@@ -374,7 +374,7 @@ impl<S: SnapshotSink> Driver<S> {
             drain_deadline: 0,
             close_deadline: 0,
             next_sweep: now + SWEEP_NS,
-            next_snapshot: now + SNAPSHOT_NS,
+            next_sample: now + SAMPLE_NS,
             cpu_at_start: None,
             cpu_window: CpuTime::default(),
             idle_ns: 0,
@@ -445,7 +445,7 @@ impl<S: SnapshotSink> Driver<S> {
                 }
             }
         }
-        let mut wake = self.next_sweep.min(self.next_snapshot).min(now + MAX_POLL_NS);
+        let mut wake = self.next_sweep.min(self.next_sample).min(now + MAX_POLL_NS);
         match self.phase {
             Phase::Ramp if self.share.connect_rate.is_some() => wake = wake.min(now + 1_000_000),
             Phase::Warmup => wake = wake.min(self.cx.window.start_ns),
@@ -504,7 +504,7 @@ impl<S: SnapshotSink> Driver<S> {
         }
     }
 
-    /// Phase changes, new connections, the sweep and the snapshot. Returns
+    /// Phase changes, new connections, the sweep and the sample. Returns
     /// false when the loop is finished.
     fn housekeeping(&mut self, ticket: &mut GateTicket) -> bool {
         let now = self.cx.now_ns;
@@ -549,7 +549,7 @@ impl<S: SnapshotSink> Driver<S> {
                     for key in keys {
                         self.remove(key);
                     }
-                    self.snapshot(now);
+                    self.sample(now);
                     return false;
                 }
             }
@@ -558,9 +558,9 @@ impl<S: SnapshotSink> Driver<S> {
             self.next_sweep = now + SWEEP_NS;
             self.sweep();
         }
-        if now >= self.next_snapshot {
-            self.next_snapshot = now + SNAPSHOT_NS;
-            self.snapshot(now);
+        if now >= self.next_sample {
+            self.next_sample = now + SAMPLE_NS;
+            self.sample(now);
         }
         true
     }
@@ -606,7 +606,7 @@ impl<S: SnapshotSink> Driver<S> {
                     entry.insert(client);
                 }
                 Err(e) => {
-                    let failure = Failure::from_io(&e, false);
+                    let failure = OpenFailure::from_io(&e, false);
                     self.cx.stats.count_failure(failure, || format!("connection {id}: connect: {e}"));
                     self.connect_pause_until = now + CHURN_FAILURE_PAUSE_NS;
                 }
@@ -786,9 +786,9 @@ impl<S: SnapshotSink> Driver<S> {
         }
     }
 
-    fn snapshot(&mut self, now: u64) {
+    fn sample(&mut self, now: u64) {
         let stats = &self.cx.stats;
-        let snapshot = Snapshot {
+        let sample = Sample {
             loop_index: self.share.index,
             at_ns: now,
             phase: self.phase,
@@ -799,6 +799,6 @@ impl<S: SnapshotSink> Driver<S> {
             errors: stats.errors_total(),
             latency: (self.phase != Phase::Ramp && !stats.latency.is_empty()).then(|| stats.latency.clone()),
         };
-        self.snapshots.deliver(snapshot);
+        self.samples.deliver(sample);
     }
 }

@@ -66,7 +66,7 @@ use crate::{
     handshake::RequestTemplate,
     progress::Progress,
     report::{Inputs, Outcome, Report, Status},
-    stats::{Failure, Stats},
+    stats::{OpenFailure, Stats},
 };
 
 /// Descriptors loadgen needs besides its connections: stdio, epoll and
@@ -173,27 +173,27 @@ fn run(settings: Settings) -> Result<u8, String> {
     Ok(outcome.exit_code)
 }
 
-/// Runs one loop per thread; the main thread turns their snapshots into ticks.
+/// Runs one loop per thread; the main thread turns their samples into ticks.
 fn run_threads(settings: &Settings, common: &Arc<Common>, progress: &mut Progress) -> Result<Vec<LoopResult>, String> {
-    let (snapshots, snapshot_rx) = mpsc::channel();
+    let (samples, sample_rx) = mpsc::channel();
     let mut loops = Vec::new();
     for share in shares(settings) {
-        let (common, snapshots) = (common.clone(), snapshots.clone());
+        let (common, samples) = (common.clone(), samples.clone());
         let index = share.index;
         let handle = thread::Builder::new()
             .name(format!("loadgen-{index}"))
-            .spawn(move || driver::run(share, common, snapshots))
+            .spawn(move || driver::run(share, common, samples))
             .map_err(|e| format!("cannot start thread {index}: {e}"))?;
         loops.push(handle);
     }
-    drop(snapshots);
+    drop(samples);
 
-    // Until every loop has finished (and dropped its sender): snapshots in, ticks out.
+    // Until every loop has finished (and dropped its sender): samples in, ticks out.
     let mut next_tick = monotonic_ns() + TICK.as_nanos() as u64;
     loop {
         let wait = next_tick.saturating_sub(monotonic_ns());
-        match snapshot_rx.recv_timeout(Duration::from_nanos(wait)) {
-            Ok(snapshot) => progress.update(snapshot),
+        match sample_rx.recv_timeout(Duration::from_nanos(wait)) {
+            Ok(sample) => progress.update(sample),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -288,7 +288,8 @@ fn judge(settings: &Settings, stats: &Stats, interrupted: Option<&'static str>, 
         reason: Some(reason),
         interrupted_by: interrupted,
     };
-    let failures: Vec<(&str, u64)> = Failure::ALL.iter().map(|f| (f.as_str(), stats.failures[*f as usize])).collect();
+    let failures: Vec<(&str, u64)> =
+        OpenFailure::ALL.iter().map(|f| (f.as_str(), stats.failures[*f as usize])).collect();
     let total = stats.errors_total();
     if total > settings.max_errors && (stats.opened > 0 || interrupted.is_some()) {
         let mut kinds: Vec<(&str, u64)> = failures;

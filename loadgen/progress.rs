@@ -1,4 +1,4 @@
-//! The once-a-second view: loops send [`Snapshot`]s, the main thread turns
+//! The once-a-second view: loops send [`Sample`]s, the main thread turns
 //! them into a [`Tick`] (the live line on stderr and the JSON timeline).
 //!
 //! On a terminal the live line is redrawn in place, as oha and k6 do
@@ -6,8 +6,8 @@
 //! width so it never wraps); in a file or a pipe each tick is a line of its
 //! own, so the log keeps the whole run.
 //!
-//! Loops send cumulative counters, so a lost or late snapshot costs
-//! resolution, never accuracy: rates are differences between two snapshots
+//! Loops send cumulative counters, so a lost or late sample costs
+//! resolution, never accuracy: rates are differences between two samples
 //! of the same loop divided by the time between them.
 
 use hdrhistogram::Histogram;
@@ -20,7 +20,7 @@ const REDRAW: &str = "\r\x1b[2K";
 
 /// One loop's state at one moment (cumulative since the loop started).
 #[derive(Debug, Clone)]
-pub struct Snapshot {
+pub struct Sample {
     /// Which loop sent it.
     pub loop_index: usize,
     /// When (monotonic clock).
@@ -41,31 +41,31 @@ pub struct Snapshot {
     pub latency: Option<Histogram<u64>>,
 }
 
-/// Where a loop delivers its snapshots: a channel to the main thread, or,
+/// Where a loop delivers its samples: a channel to the main thread, or,
 /// when the only loop runs on the main thread, the [`Progress`] itself.
-pub trait SnapshotSink {
-    fn deliver(&mut self, snapshot: Snapshot);
+pub trait SampleSink {
+    fn deliver(&mut self, sample: Sample);
 }
 
-impl SnapshotSink for std::sync::mpsc::Sender<Snapshot> {
-    fn deliver(&mut self, snapshot: Snapshot) {
+impl SampleSink for std::sync::mpsc::Sender<Sample> {
+    fn deliver(&mut self, sample: Sample) {
         // The receiver is gone only if the main thread is exiting anyway.
-        let _ = self.send(snapshot);
+        let _ = self.send(sample);
     }
 }
 
-/// The single loop on the main thread ticks once per snapshot (once a second).
-impl SnapshotSink for Progress {
-    fn deliver(&mut self, snapshot: Snapshot) {
-        let at = snapshot.at_ns;
-        self.update(snapshot);
+/// The single loop on the main thread ticks once per sample (once a second).
+impl SampleSink for Progress {
+    fn deliver(&mut self, sample: Sample) {
+        let at = sample.at_ns;
+        self.update(sample);
         self.tick(at);
     }
 }
 
-impl<T: SnapshotSink> SnapshotSink for &mut T {
-    fn deliver(&mut self, snapshot: Snapshot) {
-        (**self).deliver(snapshot);
+impl<T: SampleSink> SampleSink for &mut T {
+    fn deliver(&mut self, sample: Sample) {
+        (**self).deliver(sample);
     }
 }
 
@@ -92,14 +92,14 @@ pub struct Tick {
     pub p99_us: Option<f64>,
 }
 
-/// Collects snapshots and produces ticks.
+/// Collects samples and produces ticks.
 pub struct Progress {
     /// When loadgen started: ticks are stamped relative to it.
     start_ns: u64,
-    /// Each loop's latest snapshot.
-    latest: Vec<Option<Snapshot>>,
+    /// Each loop's latest sample.
+    latest: Vec<Option<Sample>>,
     /// Each loop's one before, for rates.
-    previous: Vec<Option<Snapshot>>,
+    previous: Vec<Option<Sample>>,
     /// Every tick so far: the JSON timeline.
     pub ticks: Vec<Tick>,
     /// Where and how the live line is shown.
@@ -120,13 +120,13 @@ impl Progress {
         }
     }
 
-    pub fn update(&mut self, snapshot: Snapshot) {
-        let slot = snapshot.loop_index;
+    pub fn update(&mut self, sample: Sample) {
+        let slot = sample.loop_index;
         self.previous[slot] = self.latest[slot].take();
-        self.latest[slot] = Some(snapshot);
+        self.latest[slot] = Some(sample);
     }
 
-    /// Records a tick from the latest snapshots and prints the live line if asked.
+    /// Records a tick from the latest samples and prints the live line if asked.
     pub fn tick(&mut self, now_ns: u64) {
         let mut tick = Tick {
             t_s: now_ns.saturating_sub(self.start_ns) as f64 / 1e9,
@@ -253,10 +253,10 @@ pub fn group(n: u64) -> String {
 mod tests {
     use super::*;
 
-    fn snapshot(loop_index: usize, at_s: u64, received: u64) -> Snapshot {
+    fn sample(loop_index: usize, at_s: u64, received: u64) -> Sample {
         let mut latency = crate::stats::latency_histogram();
         latency.record(50_000).unwrap();
-        Snapshot {
+        Sample {
             loop_index,
             at_ns: at_s * 1_000_000_000,
             phase: Phase::Measure,
@@ -272,10 +272,10 @@ mod tests {
     #[test]
     fn rates_come_from_each_loops_own_snapshots() {
         let mut progress = Progress::new(2, 0, ProgressOutput::Off);
-        progress.update(snapshot(0, 1, 1000));
-        progress.update(snapshot(1, 1, 500));
-        progress.update(snapshot(0, 2, 3000));
-        progress.update(snapshot(1, 3, 1500)); // two seconds later: 500/s
+        progress.update(sample(0, 1, 1000));
+        progress.update(sample(1, 1, 500));
+        progress.update(sample(0, 2, 3000));
+        progress.update(sample(1, 3, 1500)); // two seconds later: 500/s
         progress.tick(3_000_000_000);
         let tick = &progress.ticks[0];
         assert_eq!(tick.connections_open, 20);

@@ -15,7 +15,7 @@ use wsloop::sys::CpuTime;
 use crate::{
     cli::{Mode, Settings},
     progress::{group, Tick},
-    stats::{Failure, Fault, Stats},
+    stats::{Fault, OpenFailure, Stats},
     tls::{Trust, FAILURE_REASONS},
 };
 
@@ -445,7 +445,7 @@ impl Report {
                 tcp_latency_us: Latency::from_histogram(&stats.handshake_tcp),
                 tls_latency_us: s.tls.as_ref().map(|_| Latency::from_histogram(&stats.handshake_tls)),
                 upgrade_latency_us: Latency::from_histogram(&stats.handshake_upgrade),
-                failures: Failure::ALL.iter().map(|f| (f.as_str(), stats.failures[*f as usize])).collect(),
+                failures: OpenFailure::ALL.iter().map(|f| (f.as_str(), stats.failures[*f as usize])).collect(),
                 http_statuses: stats.http_statuses.iter().map(|(code, n)| (code.to_string(), *n)).collect(),
                 tls_failures: s.tls.as_ref().map(|_| {
                     FAILURE_REASONS

@@ -20,7 +20,7 @@ pub use wsloop::sys::{latency_histogram, LATENCY_MAX_NS};
 
 /// Why a connection could not be opened (TCP connect through the 101).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub enum OpenFailure {
     /// The target refused the TCP connection (nothing listening, or a full backlog with `tcp_abort_on_overflow`).
     Refused,
     /// TCP did not connect within `--connect-timeout`.
@@ -47,47 +47,47 @@ pub enum Failure {
     Other,
 }
 
-impl Failure {
-    pub const ALL: [Failure; 11] = [
-        Failure::Refused,
-        Failure::ConnectTimeout,
-        Failure::HandshakeTimeout,
-        Failure::HttpStatus,
-        Failure::BadResponse,
-        Failure::Tls,
-        Failure::Reset,
-        Failure::Closed,
-        Failure::NoLocalPort,
-        Failure::TooManyFiles,
-        Failure::Other,
+impl OpenFailure {
+    pub const ALL: [OpenFailure; 11] = [
+        OpenFailure::Refused,
+        OpenFailure::ConnectTimeout,
+        OpenFailure::HandshakeTimeout,
+        OpenFailure::HttpStatus,
+        OpenFailure::BadResponse,
+        OpenFailure::Tls,
+        OpenFailure::Reset,
+        OpenFailure::Closed,
+        OpenFailure::NoLocalPort,
+        OpenFailure::TooManyFiles,
+        OpenFailure::Other,
     ];
 
     /// The name used in the summary and as the JSON key.
     pub fn as_str(self) -> &'static str {
         match self {
-            Failure::Refused => "refused",
-            Failure::ConnectTimeout => "connect_timeout",
-            Failure::HandshakeTimeout => "handshake_timeout",
-            Failure::HttpStatus => "http_status",
-            Failure::BadResponse => "bad_response",
-            Failure::Tls => "tls",
-            Failure::Reset => "reset",
-            Failure::Closed => "closed",
-            Failure::NoLocalPort => "no_local_port",
-            Failure::TooManyFiles => "too_many_files",
-            Failure::Other => "other",
+            OpenFailure::Refused => "refused",
+            OpenFailure::ConnectTimeout => "connect_timeout",
+            OpenFailure::HandshakeTimeout => "handshake_timeout",
+            OpenFailure::HttpStatus => "http_status",
+            OpenFailure::BadResponse => "bad_response",
+            OpenFailure::Tls => "tls",
+            OpenFailure::Reset => "reset",
+            OpenFailure::Closed => "closed",
+            OpenFailure::NoLocalPort => "no_local_port",
+            OpenFailure::TooManyFiles => "too_many_files",
+            OpenFailure::Other => "other",
         }
     }
 
     /// Classifies a socket error seen while connecting or handshaking.
-    pub fn from_io(err: &std::io::Error, tcp_connected: bool) -> Failure {
+    pub fn from_io(err: &std::io::Error, tcp_connected: bool) -> OpenFailure {
         match err.raw_os_error() {
-            Some(libc::ECONNREFUSED) => Failure::Refused,
-            Some(libc::ETIMEDOUT) if !tcp_connected => Failure::ConnectTimeout,
-            Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED) => Failure::Reset,
-            Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE) => Failure::NoLocalPort,
-            Some(libc::EMFILE | libc::ENFILE) => Failure::TooManyFiles,
-            _ => Failure::Other,
+            Some(libc::ECONNREFUSED) => OpenFailure::Refused,
+            Some(libc::ETIMEDOUT) if !tcp_connected => OpenFailure::ConnectTimeout,
+            Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED) => OpenFailure::Reset,
+            Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE) => OpenFailure::NoLocalPort,
+            Some(libc::EMFILE | libc::ENFILE) => OpenFailure::TooManyFiles,
+            _ => OpenFailure::Other,
         }
     }
 }
@@ -184,8 +184,8 @@ pub struct Stats {
     pub open_now: u64,
     /// Most connections open at once.
     pub peak_open: u64,
-    /// Connection attempts that failed, by [`Failure`].
-    pub failures: [u64; Failure::ALL.len()],
+    /// Connection attempts that failed, by [`OpenFailure`].
+    pub failures: [u64; OpenFailure::ALL.len()],
     /// Non-101 HTTP statuses received, by code.
     pub http_statuses: BTreeMap<u16, u64>,
     /// `wss://`: TLS handshake failures by reason ([`crate::tls::failure_reason`]).
@@ -292,7 +292,7 @@ impl Default for Stats {
             opened: 0,
             open_now: 0,
             peak_open: 0,
-            failures: [0; Failure::ALL.len()],
+            failures: [0; OpenFailure::ALL.len()],
             http_statuses: BTreeMap::new(),
             tls_failures: BTreeMap::new(),
             tls: TlsCounts::default(),
@@ -316,7 +316,7 @@ pub fn record(histogram: &mut Histogram<u64>, nanos: u64) {
 
 impl Stats {
     /// Counts a failed connection attempt; `detail` describes the first one of its kind.
-    pub fn count_failure(&mut self, failure: Failure, detail: impl FnOnce() -> String) {
+    pub fn count_failure(&mut self, failure: OpenFailure, detail: impl FnOnce() -> String) {
         self.failures[failure as usize] += 1;
         self.first_seen.entry(failure.as_str()).or_insert_with(detail);
     }
@@ -412,7 +412,7 @@ mod tests {
 
     #[test]
     fn kinds_index_their_arrays() {
-        for (i, failure) in Failure::ALL.iter().enumerate() {
+        for (i, failure) in OpenFailure::ALL.iter().enumerate() {
             assert_eq!(*failure as usize, i);
         }
         for (i, fault) in Fault::ALL.iter().enumerate() {
@@ -426,7 +426,7 @@ mod tests {
         let mut b = Stats::default();
         a.count_fault(Fault::Corrupt, 1, || "first".into());
         b.count_fault(Fault::Corrupt, 2, || "second".into());
-        b.count_failure(Failure::Refused, || "refused".into());
+        b.count_failure(OpenFailure::Refused, || "refused".into());
         b.count_http_status(503);
         record(&mut b.latency, 0);
         record(&mut b.latency, u64::MAX);
@@ -441,10 +441,10 @@ mod tests {
     #[test]
     fn classifies_socket_errors() {
         let e = |code| std::io::Error::from_raw_os_error(code);
-        assert_eq!(Failure::from_io(&e(libc::ECONNREFUSED), false), Failure::Refused);
-        assert_eq!(Failure::from_io(&e(libc::ETIMEDOUT), false), Failure::ConnectTimeout);
-        assert_eq!(Failure::from_io(&e(libc::EADDRNOTAVAIL), false), Failure::NoLocalPort);
-        assert_eq!(Failure::from_io(&e(libc::EMFILE), false), Failure::TooManyFiles);
-        assert_eq!(Failure::from_io(&e(libc::ECONNRESET), true), Failure::Reset);
+        assert_eq!(OpenFailure::from_io(&e(libc::ECONNREFUSED), false), OpenFailure::Refused);
+        assert_eq!(OpenFailure::from_io(&e(libc::ETIMEDOUT), false), OpenFailure::ConnectTimeout);
+        assert_eq!(OpenFailure::from_io(&e(libc::EADDRNOTAVAIL), false), OpenFailure::NoLocalPort);
+        assert_eq!(OpenFailure::from_io(&e(libc::EMFILE), false), OpenFailure::TooManyFiles);
+        assert_eq!(OpenFailure::from_io(&e(libc::ECONNRESET), true), OpenFailure::Reset);
     }
 }

@@ -38,7 +38,7 @@ use crate::{
     clock::{self, Tick},
     config::{Config, SlowConsumer},
     fanout::{Delivered, Origin, Publish, Target},
-    handshake::{self, Decision, Failure, Head, Policy, PublishRequest, Refusal, RefusalKind},
+    handshake::{self, Decision, HandshakeFailure, Head, Policy, PublishRequest, Refusal, RefusalKind},
     http::{Response, Routes},
     hub::Hub,
     metrics::Metrics,
@@ -302,7 +302,7 @@ impl Connection {
         let step = match &self.state {
             State::Handshaking(_) | State::Publishing(_) if clock::is_past(self.deadline, now) => {
                 info!(peer = %self.peer(), "handshake timed out");
-                cx.lent.metrics.count_failure(Failure::Timeout);
+                cx.lent.metrics.count_failure(HandshakeFailure::Timeout);
                 Step::Remove
             }
             State::Closing(_) | State::Lingering(_) if clock::is_past(self.deadline, now) => Step::Remove,
@@ -407,7 +407,7 @@ impl Connection {
             let n = match self.socket.recv(&mut rx[carried..]) {
                 Ok(Received::Data(n)) => carried + n,
                 Ok(Received::Nothing) => return Next::Step(Step::Keep),
-                Ok(Received::Eof) => return Next::Step(self.handshake_failed(Failure::PeerClosed, cx)),
+                Ok(Received::Eof) => return Next::Step(self.handshake_failed(HandshakeFailure::PeerClosed, cx)),
                 Err(e) => return Next::Step(self.handshake_error(&e, cx)),
             };
             let mut headers = handshake::NO_HEADERS;
@@ -494,7 +494,7 @@ impl Connection {
             let n = match self.socket.recv(cx.lent.rx) {
                 Ok(Received::Data(n)) => n,
                 Ok(Received::Nothing) => return Step::Keep,
-                Ok(Received::Eof) => return self.handshake_failed(Failure::PeerClosed, cx),
+                Ok(Received::Eof) => return self.handshake_failed(HandshakeFailure::PeerClosed, cx),
                 Err(e) => return self.handshake_error(&e, cx),
             };
             let wanted = publishing.request.length - publishing.body.len();
@@ -552,14 +552,14 @@ impl Connection {
     fn handshake_error(&mut self, error: &std::io::Error, cx: &mut Context<'_>) -> Step {
         if crate::tls::is_tls_failure(error) {
             info!(peer = %self.peer(), reason = %error, "TLS handshake failed");
-            cx.lent.metrics.count_failure(Failure::Tls);
+            cx.lent.metrics.count_failure(HandshakeFailure::Tls);
             return Step::Remove;
         }
-        self.handshake_failed(Failure::Io, cx)
+        self.handshake_failed(HandshakeFailure::Io, cx)
     }
 
-    fn handshake_failed(&mut self, failure: Failure, cx: &mut Context<'_>) -> Step {
-        if failure == Failure::PeerClosed {
+    fn handshake_failed(&mut self, failure: HandshakeFailure, cx: &mut Context<'_>) -> Step {
+        if failure == HandshakeFailure::PeerClosed {
             debug!(peer = %self.peer(), "peer closed during the handshake");
         } else {
             info!(peer = %self.peer(), reason = failure.as_str(), "handshake failed");

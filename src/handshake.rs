@@ -20,7 +20,7 @@ use tungstenite::{
     http,
 };
 
-pub use crate::labels::{Failure, RefusalKind};
+pub use crate::labels::{HandshakeFailure, RefusalKind};
 use crate::{
     config::{Config, Secret, MAX_REQUEST_HEAD},
     http::{publish_room, route, Response, Route, Routes},

@@ -59,7 +59,7 @@ labels! {
 
 labels! {
     /// How a handshake ended without opening, for the log and the metrics.
-    pub enum Failure {
+    pub enum HandshakeFailure {
         /// The peer closed before sending a complete request.
         PeerClosed => "peer_closed",
         /// A socket error (reset, ...).
@@ -108,7 +108,7 @@ mod tests {
             assert_eq!(labels.len(), all.len());
         }
         check(RefusalKind::ALL, |v| v as usize, RefusalKind::as_str);
-        check(Failure::ALL, |v| v as usize, Failure::as_str);
+        check(HandshakeFailure::ALL, |v| v as usize, HandshakeFailure::as_str);
         check(Route::ALL, |v| v as usize, Route::as_str);
     }
 }

@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 
 use crate::{
     fanout::Fanout,
-    labels::{Failure, RefusalKind, Route},
+    labels::{HandshakeFailure, RefusalKind, Route},
     protocol::Kind,
     sys::{latency_histogram, LATENCY_MAX_NS},
 };
@@ -81,8 +81,8 @@ pub struct Metrics {
     pub http_requests: [u64; Route::ALL.len()],
     /// Requests refused with an HTTP error, by [`RefusalKind`] (index = position in `RefusalKind::ALL`).
     pub refused: [u64; RefusalKind::ALL.len()],
-    /// Handshakes that ended without a response, by [`Failure`].
-    pub handshake_failures: [u64; Failure::ALL.len()],
+    /// Handshakes that ended without a response, by [`HandshakeFailure`].
+    pub handshake_failures: [u64; HandshakeFailure::ALL.len()],
     /// Closed WebSocket connections by close code: the peer's code when it
     /// closed, ours when we did; 1006 when the TCP connection ended without one.
     pub closes: BTreeMap<u16, u64>,
@@ -135,7 +135,7 @@ impl Default for Metrics {
             websockets_opened: 0,
             http_requests: [0; Route::ALL.len()],
             refused: [0; RefusalKind::ALL.len()],
-            handshake_failures: [0; Failure::ALL.len()],
+            handshake_failures: [0; HandshakeFailure::ALL.len()],
             closes: BTreeMap::new(),
             accept_errors: 0,
             bytes_in: 0,
@@ -193,7 +193,7 @@ impl Metrics {
         self.refused[kind as usize] += 1;
     }
 
-    pub fn count_failure(&mut self, failure: Failure) {
+    pub fn count_failure(&mut self, failure: HandshakeFailure) {
         self.handshake_failures[failure as usize] += 1;
     }
 
@@ -291,7 +291,7 @@ mod tests {
         let mut b = Metrics::default();
         a.count_refusal(RefusalKind::TooManyConnections);
         b.count_refusal(RefusalKind::TooManyConnections);
-        b.count_failure(Failure::Timeout);
+        b.count_failure(HandshakeFailure::Timeout);
         a.count_close(1000);
         b.count_close(1000);
         b.count_close(1002);
@@ -300,7 +300,7 @@ mod tests {
         a.merge(&b);
         assert_eq!(a.refused[RefusalKind::TooManyConnections as usize], 2);
         assert_eq!(a.refused_total(), 2);
-        assert_eq!(a.handshake_failures[Failure::Timeout as usize], 1);
+        assert_eq!(a.handshake_failures[HandshakeFailure::Timeout as usize], 1);
         assert_eq!(a.closes.get(&1000), Some(&2));
         assert_eq!(a.closes.get(&1002), Some(&1));
         assert_eq!(a.latency_total().len(), 4);

@@ -22,7 +22,7 @@ use crate::token;
 
 /// What the loop has been asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
+pub enum LoopRequest {
     /// Close everyone with 1001 and exit within the shutdown timeout.
     Graceful,
     /// Exit now (the second signal). Carries the signal number, if any.
@@ -48,15 +48,16 @@ impl ShutdownSignals {
     }
 
     /// The request the signals received since the last call amount to.
-    pub fn take_request(&mut self) -> Option<Request> {
+    pub fn take_request(&mut self) -> Option<LoopRequest> {
         let mut request = None;
         for signal in self.signals.pending() {
             if signal == SIGHUP {
-                request = request.or(Some(Request::Reload));
+                request = request.or(Some(LoopRequest::Reload));
                 continue;
             }
             self.received += 1;
-            request = Some(if self.received == 1 { Request::Graceful } else { Request::Immediate(Some(signal)) });
+            request =
+                Some(if self.received == 1 { LoopRequest::Graceful } else { LoopRequest::Immediate(Some(signal)) });
         }
         request
     }
@@ -100,10 +101,10 @@ impl StopHandle {
     }
 
     /// The request posted since the last call (called by the loop on wake).
-    pub(crate) fn take_request(&self) -> Option<Request> {
+    pub(crate) fn take_request(&self) -> Option<LoopRequest> {
         match self.request.swap(NONE, Ordering::SeqCst) {
-            GRACEFUL => Some(Request::Graceful),
-            IMMEDIATE => Some(Request::Immediate(None)),
+            GRACEFUL => Some(LoopRequest::Graceful),
+            IMMEDIATE => Some(LoopRequest::Immediate(None)),
             _ => None,
         }
     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{
     bridge::BridgeStats,
     config::Config,
-    labels::{Failure, RefusalKind, Route},
+    labels::{HandshakeFailure, RefusalKind, Route},
     metrics::{FrameCounts, Metrics},
 };
 
@@ -172,7 +172,7 @@ impl Snapshot {
                 accepted: m.connections_accepted,
                 websocket_opened: m.websockets_opened,
                 refused: RefusalKind::ALL.iter().map(|k| (k.as_str(), m.refused[*k as usize])).collect(),
-                handshake_failures: Failure::ALL
+                handshake_failures: HandshakeFailure::ALL
                     .iter()
                     .map(|f| (f.as_str(), m.handshake_failures[*f as usize]))
                     .collect(),

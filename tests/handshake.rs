@@ -77,7 +77,7 @@ fn a_slowloris_handshake_is_dropped_and_its_slot_freed() {
     assert_eq!(next_message(&mut ws), Message::text("my turn"));
     drop(ws);
     let summary = server.finish();
-    assert_eq!(summary.metrics.handshake_failures[wsloop::handshake::Failure::Timeout as usize], 1);
+    assert_eq!(summary.metrics.handshake_failures[wsloop::handshake::HandshakeFailure::Timeout as usize], 1);
 }
 
 #[test]

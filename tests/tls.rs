@@ -136,8 +136,8 @@ fn bad_clients_get_their_answer_and_the_server_carries_on() {
     let mut ws = wss(server.addr, &pki);
     echo_once(&mut ws, Message::text("still here"));
     let failures = server.finish().metrics.handshake_failures;
-    let tls = failures[wsloop::handshake::Failure::Tls as usize];
-    let timeouts = failures[wsloop::handshake::Failure::Timeout as usize];
+    let tls = failures[wsloop::handshake::HandshakeFailure::Tls as usize];
+    let timeouts = failures[wsloop::handshake::HandshakeFailure::Timeout as usize];
     assert!(tls >= 3, "TLS failures counted: {tls}");
     assert_eq!(timeouts, 1);
 }
@@ -148,7 +148,7 @@ fn an_expired_certificate_is_refused_by_clients_and_counted() {
     let server = TestServer::start(tls_config(&pki.server("old", true)));
     assert!(handshake_fails(server.addr, pki.client_config(), "localhost"));
     let failures = server.finish().metrics.handshake_failures;
-    assert_eq!(failures[wsloop::handshake::Failure::Tls as usize], 1);
+    assert_eq!(failures[wsloop::handshake::HandshakeFailure::Tls as usize], 1);
 }
 
 #[test]

@@ -48,7 +48,7 @@ use crate::{
     outbox::Cork,
     protocol::Limits,
     rooms::Rooms,
-    shutdown::{Request, ShutdownSignals, StopHandle},
+    shutdown::{LoopRequest, ShutdownSignals, StopHandle},
     socket::Socket,
     stats::Snapshot,
     sys,
@@ -547,13 +547,13 @@ impl<A: App> Server<A> {
         }
     }
 
-    fn on_request(&mut self, request: Option<Request>) {
+    fn on_request(&mut self, request: Option<LoopRequest>) {
         match request {
             None => {}
-            Some(Request::Graceful) if self.shutdown_deadline.is_none() => self.begin_shutdown(),
-            Some(Request::Graceful) => self.ending = Some(Ending::Immediate(None)),
-            Some(Request::Immediate(signal)) => self.ending = Some(Ending::Immediate(signal)),
-            Some(Request::Reload) => reload_tls(self.tls.as_deref()),
+            Some(LoopRequest::Graceful) if self.shutdown_deadline.is_none() => self.begin_shutdown(),
+            Some(LoopRequest::Graceful) => self.ending = Some(Ending::Immediate(None)),
+            Some(LoopRequest::Immediate(signal)) => self.ending = Some(Ending::Immediate(signal)),
+            Some(LoopRequest::Reload) => reload_tls(self.tls.as_deref()),
         }
     }
 

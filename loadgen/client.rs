@@ -41,8 +41,8 @@ use crate::{
     frames::{self, FrameTemplate},
     handshake::{self, Refused, RequestTemplate},
     inbound::{Echo, Expected, Handler, Inbound, ProtocolViolation},
+    metrics::{self, Fault, OpenFailure, Stats},
     plan::{Schedule, Window},
-    stats::{self, Fault, OpenFailure, Stats},
     sys,
     tls::{self as tls_mod, TlsClient, TlsEnd, TlsStream},
 };
@@ -605,11 +605,11 @@ impl Client {
         let counted = cx.mode != Mode::Churn || cx.window.contains(self.connect_ns);
         if counted {
             let stats = &mut cx.stats;
-            stats::record(&mut stats.handshake, cx.now_ns - self.connect_ns);
-            stats::record(&mut stats.handshake_tcp, tcp_up_ns - self.connect_ns);
-            stats::record(&mut stats.handshake_upgrade, cx.now_ns - upgrade_ns);
+            metrics::record(&mut stats.handshake, cx.now_ns - self.connect_ns);
+            metrics::record(&mut stats.handshake_tcp, tcp_up_ns - self.connect_ns);
+            metrics::record(&mut stats.handshake_upgrade, cx.now_ns - upgrade_ns);
             if let Some(tls) = &self.tls {
-                stats::record(&mut stats.handshake_tls, upgrade_ns - tcp_up_ns);
+                metrics::record(&mut stats.handshake_tls, upgrade_ns - tcp_up_ns);
                 let counts = &mut stats.tls;
                 if tls.resumed() {
                     counts.resumed += 1;
@@ -1222,9 +1222,9 @@ impl<'a> Receive<'a> {
         if window.contains(stamp.intended_ns) {
             self.stats.received += 1;
             self.stats.bytes_received += payload_len;
-            stats::record(&mut self.stats.latency, now_ns.saturating_sub(stamp.intended_ns));
+            metrics::record(&mut self.stats.latency, now_ns.saturating_sub(stamp.intended_ns));
             if uncorrected {
-                stats::record(&mut self.stats.uncorrected, now_ns.saturating_sub(stamp.sent_ns));
+                metrics::record(&mut self.stats.uncorrected, now_ns.saturating_sub(stamp.sent_ns));
             }
         }
     }

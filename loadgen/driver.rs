@@ -50,9 +50,9 @@ use crate::{
     cli::{Mode, Settings},
     client::{Client, Context, Step, CLOSE_TIMEOUT_NS},
     handshake::RequestTemplate,
+    metrics::{Fault, OpenFailure, Stats},
     plan::{Phase, Schedule, Window},
     progress::{Sample, SampleSink},
-    stats::{Fault, OpenFailure, Stats},
     sys::Timer,
 };
 

@@ -62,7 +62,7 @@ fn sub_buckets(histogram: &Histogram<u64>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::latency_histogram;
+    use crate::metrics::latency_histogram;
 
     /// The rows a plotter uses: lines with four numbers.
     fn rows(text: &str) -> Vec<(f64, f64, u64, f64)> {

@@ -12,7 +12,8 @@
 //! - `frames`: premasked outgoing frames, stamp patched per message.
 //! - `inbound`: incoming frames parsed and verified in place.
 //! - `plan`: the open-loop schedule, phases, the measurement window.
-//! - `stats`: histograms, counters and error kinds, merged across loops.
+//! - `metrics`: histograms, counters and error kinds, merged across loops
+//!   (`report` renders them: summary, JSON).
 //! - `progress`: the once-a-second live line and timeline.
 //! - `report`, `hgrm`: the summary, the JSON document and the `.hgrm` file.
 //! - `sys`: timerfd, source-address binding, terminal width (what both
@@ -35,11 +36,11 @@ mod frames;
 mod handshake;
 mod hgrm;
 mod inbound;
+mod metrics;
 mod output;
 mod plan;
 mod progress;
 mod report;
-mod stats;
 mod sys;
 mod tls;
 
@@ -64,9 +65,9 @@ use crate::{
     cli::{Cli, Mode, Settings, EXIT_INTERRUPTED},
     driver::{Common, Gate, LoopResult, Share},
     handshake::RequestTemplate,
+    metrics::{OpenFailure, Stats},
     progress::Progress,
     report::{Inputs, Outcome, Report, Status},
-    stats::{OpenFailure, Stats},
 };
 
 /// Descriptors loadgen needs besides its connections: stdio, epoll and
@@ -293,7 +294,7 @@ fn judge(settings: &Settings, stats: &Stats, interrupted: Option<&'static str>, 
     let total = stats.errors_total();
     if total > settings.max_errors && (stats.opened > 0 || interrupted.is_some()) {
         let mut kinds: Vec<(&str, u64)> = failures;
-        kinds.extend(stats::Fault::ALL.iter().map(|f| (f.as_str(), stats.faults[*f as usize])));
+        kinds.extend(metrics::Fault::ALL.iter().map(|f| (f.as_str(), stats.faults[*f as usize])));
         let mut reason = format!("{total} errors ({}) exceed --max-errors {}", describe(kinds), settings.max_errors);
         if let Some(signal) = interrupted {
             reason.push_str(&format!(" (interrupted by {signal})"));

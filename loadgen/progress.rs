@@ -254,7 +254,7 @@ mod tests {
     use super::*;
 
     fn sample(loop_index: usize, at_s: u64, received: u64) -> Sample {
-        let mut latency = crate::stats::latency_histogram();
+        let mut latency = crate::metrics::latency_histogram();
         latency.record(50_000).unwrap();
         Sample {
             loop_index,

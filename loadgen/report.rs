@@ -14,8 +14,8 @@ use wsloop::sys::CpuTime;
 
 use crate::{
     cli::{Mode, Settings},
+    metrics::{Fault, OpenFailure, Stats},
     progress::{group, Tick},
-    stats::{Fault, OpenFailure, Stats},
     tls::{Trust, FAILURE_REASONS},
 };
 
@@ -805,7 +805,7 @@ mod tests {
 
     #[test]
     fn empty_histogram_reports_zeros() {
-        let l = Latency::from_histogram(&crate::stats::latency_histogram());
+        let l = Latency::from_histogram(&crate::metrics::latency_histogram());
         assert_eq!(l.count, 0);
         assert_eq!(l.max, 0.0);
     }

@@ -33,7 +33,7 @@
 //!
 //! Figures and pages:
 //! - [`metrics`]: the counters and histograms of one loop (where they are kept).
-//! - [`stats`]: their renderings: `/stats` JSON, `/metrics` Prometheus, the log line.
+//! - [`report`]: their renderings: `/stats` JSON, `/metrics` Prometheus, the log line.
 //! - [`labels`](mod@labels): what the counters count by (refusals, failures, routes).
 //! - [`http`], [`pages`]: plain HTTP requests and responses; what each route answers.
 //!
@@ -63,11 +63,11 @@ pub mod outbox;
 pub mod pages;
 pub mod process;
 pub mod protocol;
+pub mod report;
 pub mod rooms;
 pub mod server;
 pub mod shutdown;
 pub mod socket;
-pub mod stats;
 pub mod sys;
 pub mod testing;
 pub mod tls;

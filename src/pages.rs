@@ -8,7 +8,7 @@ use crate::{
     config::Config,
     http::{Response, Route},
     metrics::Metrics,
-    stats::Snapshot,
+    report::Snapshot,
 };
 
 /// The monitor page: one self-contained HTML file (no CDN, no build step),

@@ -9,7 +9,10 @@
 use std::{future::Future, net::SocketAddr, path::PathBuf, process};
 
 pub use wsloop::listener::is_resource_exhaustion;
-use wsloop::listener::{bind_std, raise_fd_limit, ListenOptions};
+use wsloop::{
+    listener::{bind_std, ListenOptions},
+    sys::raise_fd_limit,
+};
 
 /// tungstenite's own default read buffer (`WebSocketConfig::read_buffer_size`).
 pub const TUNGSTENITE_DEFAULT_READ_BUFFER: usize = 128 * 1024;

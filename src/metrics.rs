@@ -18,7 +18,7 @@ use crate::{
 
 /// Frames by type. Data messages count once however fragmented; outgoing
 /// pongs count the pings answered while open.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct FrameCounts {
     pub text: u64,
     pub binary: u64,

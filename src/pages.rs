@@ -42,11 +42,10 @@ pub fn respond(route: Route, method: &str, target: &str, source: &Source<'_>) ->
             .with_header("Cross-Origin-Embedder-Policy", "require-corp")
             .with_header("Cache-Control", "no-cache"),
         Route::Stats => Response::ok("application/json", snapshot().to_json()).with_header("Cache-Control", "no-store"),
-        Route::Metrics => Response::ok(
-            "text/plain; version=0.0.4; charset=utf-8",
-            snapshot().to_prometheus(source.metrics).into_bytes(),
-        )
-        .with_header("Cache-Control", "no-store"),
+        Route::Metrics => {
+            Response::ok("text/plain; version=0.0.4; charset=utf-8", snapshot().to_prometheus().into_bytes())
+                .with_header("Cache-Control", "no-store")
+        }
         Route::NotFound => Response::error(
             404,
             format!(

@@ -23,9 +23,9 @@ pub struct Snapshot {
     pub http_requests: BTreeMap<&'static str, u64>,
     pub messages: Messages,
     /// Frames received, by type; a fragmented data message counts once.
-    pub frames_received: Frames,
+    pub frames_received: FrameCounts,
     /// Frames sent, by type (pongs: pings answered).
-    pub frames_sent: Frames,
+    pub frames_sent: FrameCounts,
     pub backpressure: Backpressure,
     /// Service latency since start: message complete in memory to reply accepted by the kernel.
     pub latency: Latency,
@@ -115,15 +115,6 @@ pub struct Messages {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Frames {
-    pub text: u64,
-    pub binary: u64,
-    pub ping: u64,
-    pub pong: u64,
-    pub close: u64,
-}
-
-#[derive(Debug, Serialize)]
 pub struct Backpressure {
     /// Times a connection's pending output passed `--max-backpressure`.
     pub events: u64,
@@ -187,8 +178,8 @@ impl Snapshot {
                 bytes_received: m.bytes_in,
                 bytes_sent: m.bytes_out,
             },
-            frames_received: Frames::from(&m.frames_in),
-            frames_sent: Frames::from(&m.frames_out),
+            frames_received: m.frames_in,
+            frames_sent: m.frames_out,
             backpressure: Backpressure {
                 events: m.backpressure_events,
                 slow_consumer_closes: m.slow_consumer_closes,
@@ -229,7 +220,7 @@ impl Snapshot {
 
     /// The Prometheus text exposition format, version 0.0.4: counters end in
     /// `_total`, units are seconds and bytes, latency is a summary.
-    pub fn to_prometheus(&self, metrics: &Metrics) -> String {
+    pub fn to_prometheus(&self) -> String {
         let mut out = String::with_capacity(4096);
         let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -303,9 +294,9 @@ impl Snapshot {
             "wsloop_frames_received_total",
             "counter",
             "Frames received, by type.",
-            &self.frames_received.labelled(),
+            &by_frame_type(&self.frames_received),
         );
-        family("wsloop_frames_sent_total", "counter", "Frames sent, by type.", &self.frames_sent.labelled());
+        family("wsloop_frames_sent_total", "counter", "Frames sent, by type.", &by_frame_type(&self.frames_sent));
         let bp = &self.backpressure;
         family(
             "wsloop_backpressure_events_total",
@@ -350,27 +341,26 @@ impl Snapshot {
         );
         family("wsloop_room_joins_refused_total", "counter", "Room joins refused by a limit.", &one(r.joins_refused));
 
-        let summary = |h: &Histogram<u64>| {
-            let mut samples: Vec<(String, f64)> = [0.5, 0.9, 0.99, 0.999]
-                .iter()
-                .map(|q| (format!("{{quantile=\"{q}\"}}"), quantile_ns(h, *q) as f64 / 1e9))
-                .collect();
+        let summary = |l: &Latency| {
+            let quantiles = [("0.5", l.p50_us), ("0.9", l.p90_us), ("0.99", l.p99_us), ("0.999", l.p99_9_us)];
+            let mut samples: Vec<(String, f64)> =
+                quantiles.iter().map(|(q, us)| (format!("{{quantile=\"{q}\"}}"), us / 1e6)).collect();
             // A summary's _sum and _count samples follow its quantiles.
-            samples.push(("_sum".to_string(), h.mean() * h.len() as f64 / 1e9));
-            samples.push(("_count".to_string(), h.len() as f64));
+            samples.push(("_sum".to_string(), l.mean_us * l.count as f64 / 1e6));
+            samples.push(("_count".to_string(), l.count as f64));
             samples
         };
         family(
             "wsloop_message_service_seconds",
             "summary",
             "Service latency: message complete in memory to reply accepted by the kernel.",
-            &summary(&metrics.latency_total()),
+            &summary(&self.latency),
         );
         family(
             "wsloop_fanout_seconds",
             "summary",
             "Fan-out latency: message to a room complete in memory to the last member's copy accepted by the kernel.",
-            &summary(&metrics.fanout_latency_total()),
+            &summary(&self.fanout_latency),
         );
 
         if !self.loops.is_empty() {
@@ -436,19 +426,12 @@ impl Snapshot {
     }
 }
 
-impl From<&FrameCounts> for Frames {
-    fn from(f: &FrameCounts) -> Frames {
-        Frames { text: f.text, binary: f.binary, ping: f.ping, pong: f.pong, close: f.close }
-    }
-}
-
-impl Frames {
-    fn labelled(&self) -> Vec<(String, f64)> {
-        [("text", self.text), ("binary", self.binary), ("ping", self.ping), ("pong", self.pong), ("close", self.close)]
-            .iter()
-            .map(|(t, v)| (format!("{{type=\"{t}\"}}"), *v as f64))
-            .collect()
-    }
+/// Frame counts as Prometheus samples labelled by frame type.
+fn by_frame_type(f: &FrameCounts) -> Vec<(String, f64)> {
+    [("text", f.text), ("binary", f.binary), ("ping", f.ping), ("pong", f.pong), ("close", f.close)]
+        .iter()
+        .map(|(t, v)| (format!("{{type=\"{t}\"}}"), *v as f64))
+        .collect()
 }
 
 impl From<&Histogram<u64>> for Latency {
@@ -535,7 +518,7 @@ mod tests {
     fn prometheus_text_is_well_formed() {
         let (m, config) = sample();
         let snapshot = Snapshot::new(&m, &config, "127.0.0.1:9001".parse().unwrap(), Duration::from_secs(3));
-        let text = snapshot.to_prometheus(&m);
+        let text = snapshot.to_prometheus();
         assert!(text.contains("# TYPE wsloop_connections gauge\nwsloop_connections 2\n"));
         assert!(text.contains("wsloop_connections_refused_total{reason=\"too_many_connections\"} 1\n"));
         assert!(text.contains("wsloop_disconnects_total{code=\"1000\"} 1\n"));

@@ -34,7 +34,7 @@ fn spawn_flooder(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> std::thre
     std::thread::spawn(move || {
         let mut stream = raw_upgrade(addr);
         stream.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
-        let bytes = frame(BINARY, &[0x5a; MESSAGE], true);
+        let bytes = frame(BINARY, &[0x5a; MESSAGE]);
         let mut sent = 0;
         let deadline = std::time::Instant::now() + WAIT;
         while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {

@@ -92,7 +92,7 @@ fn frames_sent_with_the_request_are_not_lost() {
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let mut bytes = upgrade_request("/").into_bytes();
-    bytes.extend(frame(TEXT, b"eager", true));
+    bytes.extend(frame(TEXT, b"eager"));
     stream.write_all(&bytes).unwrap();
     let head = read_head(&mut stream);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");

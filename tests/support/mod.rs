@@ -187,30 +187,11 @@ pub fn read_response(stream: &mut TcpStream) -> HttpResponse {
     HttpResponse { status, head: head.to_string(), body: body.to_string() }
 }
 
-/// A client frame, masked as RFC 6455 requires (or not, when testing that
-/// the server refuses unmasked frames). `first` is FIN/RSV/opcode.
-pub fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    let mut out = vec![first];
-    let mask_bit = if masked { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => out.push(mask_bit | n as u8),
-        n if n < 65536 => {
-            out.push(mask_bit | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(mask_bit | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    if masked {
-        let key = [0x37, 0xfa, 0x21, 0x3d];
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    } else {
-        out.extend_from_slice(payload);
-    }
-    out
+/// A masked client frame: `first` is its first byte (FIN, RSV and opcode
+/// bits, so malformed frames can be made too). The library's encoder, the
+/// one the unit tests, benches and fuzz seeds use.
+pub fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    wsloop::protocol::writer::client_frame(first, payload, [0x37, 0xfa, 0x21, 0x3d])
 }
 
 /// Opcode bytes with FIN set.

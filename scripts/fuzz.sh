@@ -54,8 +54,9 @@ for t in "${targets[@]}"; do
   [ -f "fuzz/fuzz_targets/$t.rs" ] || { echo "no fuzz target fuzz/fuzz_targets/$t.rs" >&2; exit 2; }
 done
 
-cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
-[ -n "$cpu" ] || cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -1)
+# awk and sed read to the end (or quit on a file): `| head` would kill the writer under pipefail.
+cpu=$(lscpu 2>/dev/null | awk '/^Model name:/ && !seen++ { sub(/^Model name:[[:space:]]*/, ""); print }' || true)
+[ -n "$cpu" ] || cpu=$(sed -n '/^model name/{s/^model name[[:space:]]*:[[:space:]]*//p;q;}' /proc/cpuinfo)
 echo "cpu: $cpu ($(nproc) cores)"
 echo "toolchain: $(rustc --version) (RUSTUP_TOOLCHAIN=$RUSTUP_TOOLCHAIN)"
 case $(rustc --version) in
@@ -103,7 +104,7 @@ for t in "${targets[@]}"; do
     line="$line: FAILED (exit $rc)"
     echo "-- $t failed (exit $rc); the end of its log:"
     # From the first report line (panic, sanitizer, libFuzzer) to the end.
-    awk '/panicked at|==[0-9]+==ERROR|ERROR: libFuzzer|SUMMARY:|deadly signal/ { on = 1 } on' "$log" | head -80
+    awk '/panicked at|==[0-9]+==ERROR|ERROR: libFuzzer|SUMMARY:|deadly signal/ { on = 1 } on && shown++ < 80' "$log"
     artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
     if [ -n "$artifact" ]; then
       echo "input: $artifact"

@@ -48,7 +48,7 @@ use crate::{
     handshake::RequestTemplate,
     plan::{Phase, Schedule, Window},
     progress::{Snapshot, SnapshotSink},
-    stats::{Failure, Fault, Stats},
+    stats::{self, Failure, Fault, Stats},
     sys::{CpuTime, Timer},
 };
 
@@ -346,7 +346,14 @@ impl<S: SnapshotSink> Driver<S> {
             connect_timeout_ns: settings.connect_timeout.as_nanos() as u64,
             payload,
             requests: common.requests.clone(),
-            stats: Stats::default(),
+            targets: settings.targets.len(),
+            stats: Stats {
+                by_target: match settings.targets.len() {
+                    1 => Vec::new(),
+                    n => (0..n).map(|_| stats::latency_histogram()).collect(),
+                },
+                ..Stats::default()
+            },
             rx: vec![0u8; RECV_BUFFER_SIZE].into_boxed_slice(),
             out: Vec::new(),
             now_ns: now,
@@ -604,14 +611,19 @@ impl<S: SnapshotSink> Driver<S> {
                 self.to_open -= 1;
             }
             let id = (self.created as u32).wrapping_mul(settings.threads as u32).wrapping_add(self.share.index as u32);
+            // Connection `id` goes to target `id % T`; the sources rotate over
+            // the connections of each target (`id / T`), so that every target
+            // gets every source address, each with its own ephemeral ports.
+            let target = settings.target_index(id);
             let source = match settings.source_ips.len() {
                 0 => None,
-                n => Some(settings.source_ips[(self.created as usize + self.share.index) % n]),
+                n => Some(settings.source_ips[(id as usize / settings.targets.len()) % n]),
             };
             self.created += 1;
             let entry = self.clients.vacant_entry();
             let token = token(entry.key());
-            match Client::connect(settings.target, source, id, token, self.poll.registry(), &mut self.cx) {
+            match Client::connect(settings.targets[target].addr, source, id, token, self.poll.registry(), &mut self.cx)
+            {
                 Ok(client) => {
                     entry.insert(client);
                 }

@@ -12,7 +12,10 @@ use std::{
     time::Duration,
 };
 
-use crate::broadcast::Layout;
+use crate::{
+    broadcast::Layout,
+    tls::{TlsResume, TlsSettings, TlsVersion, Trust},
+};
 use clap::{parser::ValueSource, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use tungstenite::http::Uri;
 use wsloop::{
@@ -64,6 +67,11 @@ pub const DEFAULT_ROOMS: u64 = 1;
 /// Publishers in broadcast mode when `--publishers` is not given: one sender
 /// and everyone else listening, the shape of a notification or a dashboard feed.
 pub const DEFAULT_PUBLISHERS: u64 = 1;
+
+/// `--tls-resume` when not given: tickets, what browsers and TLS libraries
+/// do by default, so that churn mode measures the handshakes real clients
+/// make when they come back.
+pub const DEFAULT_TLS_RESUME: TlsResume = TlsResume::Tickets;
 
 /// Most messages in flight per connection (`--pipeline`).
 const MAX_PIPELINE: u32 = 1 << 16;
@@ -143,10 +151,10 @@ impl Mode {
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version)]
 pub struct Cli {
-    /// Target, ws://HOST:PORT/PATH [default: ws://127.0.0.1:9001/] (wss:// is
-    /// not supported: put TLS in front of the server). Several URLs: connection
-    /// i goes to URL i mod N (e.g. several wsloop processes sharing rooms
-    /// through Redis; in broadcast mode they must all have the same path).
+    /// Target, ws://HOST:PORT/PATH or wss://HOST:PORT/PATH [default: ws://127.0.0.1:9001/].
+    /// Several URLs: connection i goes to URL i mod N (e.g. several wsloop
+    /// processes sharing rooms through Redis; in broadcast mode they must all
+    /// have the same path; all ws:// or all wss:// to one host name).
     #[arg(value_name = "URL")]
     pub target: Vec<String>,
 
@@ -266,6 +274,28 @@ pub struct Cli {
     #[arg(long, env = "LOADGEN_MAX_ERRORS", default_value_t = 0)]
     pub max_errors: u64,
 
+    /// wss://: trust the CA certificates in this PEM file (a test CA, a private one)
+    /// instead of the built-in Mozilla roots.
+    #[arg(long, env = "LOADGEN_CA", value_name = "FILE", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+
+    /// wss://: INSECURE: accept ANY server certificate, without checking who signed it,
+    /// its name or its dates, nor the server's signature. For a test server with a
+    /// self-signed certificate only: anyone in the path can read and change the traffic.
+    #[arg(long, env = "LOADGEN_INSECURE")]
+    pub insecure: bool,
+
+    /// wss://: session resumption. tickets: TLS 1.3 tickets (TLS 1.2: tickets or session IDs);
+    /// ids: TLS 1.2 session IDs only (TLS 1.3 still resumes with tickets); none: every
+    /// handshake is a full one. A loop's connections share one session store, so in churn
+    /// mode a new connection resumes what an earlier one got [default: tickets].
+    #[arg(long, env = "LOADGEN_TLS_RESUME", value_enum)]
+    pub tls_resume: Option<TlsResume>,
+
+    /// wss://: the TLS versions offered: any (1.2 and 1.3, the server chooses), 1.2 or 1.3 [default: any].
+    #[arg(long, env = "LOADGEN_TLS_VERSION", value_enum)]
+    pub tls_version: Option<TlsVersion>,
+
     /// Write the results as one JSON document to this file (field reference in the README, "Load testing").
     #[arg(long, env = "LOADGEN_JSON")]
     pub json: Option<PathBuf>,
@@ -291,6 +321,8 @@ pub struct Settings {
     pub url: String,
     /// Every target, in the order given: connection `i` goes to target `i % targets.len()`.
     pub targets: Vec<Target>,
+    /// `wss://`: how to speak TLS (to every target); `None` for `ws://`.
+    pub tls: Option<TlsSettings>,
     pub connections: u64,
     /// Event loops, one per thread.
     pub threads: usize,
@@ -332,19 +364,23 @@ pub struct Target {
     pub uri: Uri,
     /// The address it resolved to.
     pub addr: SocketAddr,
+    /// `wss://`.
+    pub secure: bool,
+    /// The host, brackets of an IPv6 literal removed: what TLS checks.
+    pub host: String,
 }
 
 impl Target {
     /// Parses and resolves `url`; `Err` is a one-line reason.
     fn resolve(url: String) -> Result<Target, String> {
         let uri: Uri = url.parse().map_err(|e| format!("URL {url:?} is not a URL: {e}"))?;
-        match uri.scheme_str() {
-            Some("ws") => {}
-            Some("wss") => return Err("wss:// is not supported; terminate TLS in front of the server".into()),
-            _ => return Err(format!("URL {url:?} must start with ws://")),
-        }
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => return Err(format!("URL {url:?} must start with ws:// or wss://")),
+        };
         let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| format!("URL {url:?} has no host"))?;
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         // Brackets around an IPv6 literal are URL syntax, not part of the address.
         let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']');
         let addr = (host_for_lookup, port)
@@ -352,7 +388,8 @@ impl Target {
             .map_err(|e| format!("cannot resolve {host}: {e}"))?
             .next()
             .ok_or_else(|| format!("{host} resolves to no address"))?;
-        Ok(Target { url, uri, addr })
+        let host = host_for_lookup.to_string();
+        Ok(Target { url, uri, addr, secure, host })
     }
 }
 
@@ -409,6 +446,38 @@ impl Cli {
         Ok(Some(Layout { rooms: rooms as u32, publishers: publishers as u32, slow: slow as u32 }))
     }
 
+    /// The TLS settings of a `wss://` run (`--ca` read here, so that a bad
+    /// file is a usage error); for `ws://`, `None`, and any TLS flag is an error.
+    fn tls_settings(&self, secure: bool, host: &str) -> Result<Option<TlsSettings>, String> {
+        if !secure {
+            for (flag, given) in [
+                ("--ca", self.ca.is_some()),
+                ("--insecure", self.insecure),
+                ("--tls-resume", self.tls_resume.is_some()),
+                ("--tls-version", self.tls_version.is_some()),
+            ] {
+                if given {
+                    return Err(format!("{flag} applies to wss:// URLs"));
+                }
+            }
+            return Ok(None);
+        }
+        let server_name = rustls::pki_types::ServerName::try_from(host)
+            .map_err(|e| format!("{host:?} is not a host name TLS can check: {e}"))?
+            .to_owned();
+        let trust = match (&self.ca, self.insecure) {
+            (Some(path), _) => Trust::from_ca_file(path)?,
+            (None, true) => Trust::Insecure,
+            (None, false) => Trust::WebpkiRoots,
+        };
+        Ok(Some(TlsSettings {
+            server_name,
+            trust,
+            resume: self.tls_resume.unwrap_or(DEFAULT_TLS_RESUME),
+            version: self.tls_version.unwrap_or(TlsVersion::Any),
+        }))
+    }
+
     /// Checks what no single flag parser can, resolves the target, and
     /// returns the run's settings; `Err` is a one-line reason (exit 2).
     pub fn into_settings(self, stderr_is_terminal: bool) -> Result<Settings, String> {
@@ -418,12 +487,20 @@ impl Cli {
                 return Err("the URL is given twice: as an argument and with --url; give one".into())
             }
             // The argument comes from the command line, which beats LOADGEN_URL.
-            (false, _) => self.target,
-            (true, false) => self.url,
+            (false, _) => self.target.clone(),
+            (true, false) => self.url.clone(),
             (true, true) => vec![DEFAULT_URL.to_string()],
         };
         let targets = urls.into_iter().map(Target::resolve).collect::<Result<Vec<_>, _>>()?;
         let first = &targets[0];
+        let secure = first.secure;
+        if let Some(other) = targets.iter().find(|t| t.secure != secure || t.host != first.host) {
+            return Err(format!(
+                "every URL must be ws:// or every one wss:// to one host name: {} and {} differ",
+                first.url, other.url
+            ));
+        }
+        let tls = self.tls_settings(secure, &first.host)?;
         if layout.is_some() {
             // A room is named by the path (the server ignores the query): every
             // process must be asked for the same one.
@@ -492,6 +569,7 @@ impl Cli {
             mode: self.mode,
             url: first.url.clone(),
             targets,
+            tls,
             connections: self.connections,
             threads: self.threads as usize,
             connect_rate: self.connect_rate,
@@ -666,6 +744,9 @@ mod tests {
             .unwrap_err()
             .contains("more than --connections"));
         assert!(settings(&["ws://127.0.0.1:1/", "wss://127.0.0.1:2/"]).is_err(), "every URL is checked");
+        assert!(settings(&["wss://127.0.0.1:1/", "wss://localhost:2/"]).is_err(), "one host name for TLS");
+        let both = settings(&["wss://127.0.0.1:1/", "wss://127.0.0.1:2/", "-c", "2"]).unwrap();
+        assert_eq!((both.targets.len(), both.tls.is_some()), (2, true), "several wss:// URLs to one host");
         // Broadcast: one room on every process.
         let b = |urls: &[&str]| {
             let mut args = vec!["--mode", "broadcast", "-c", "4"];
@@ -711,7 +792,10 @@ mod tests {
         assert!(settings(&["--size", "31"]).is_err(), "below the binary stamp");
         assert!(settings(&["--text", "--size", "63"]).is_err(), "below the text stamp");
         assert!(settings(&["--text", "--binary"]).is_err());
-        assert!(settings(&["--url", "wss://example.com/"]).is_err());
+        assert!(settings(&["--url", "wss://127.0.0.1/", "--ca", "/nonexistent/ca.pem"]).is_err());
+        assert!(settings(&["--url", "ws://127.0.0.1/", "--insecure"]).is_err(), "TLS flags need wss://");
+        assert!(settings(&["--url", "ws://127.0.0.1/", "--tls-resume", "none"]).is_err());
+        assert!(settings(&["--url", "wss://127.0.0.1/", "--insecure", "--ca", "x.pem"]).is_err());
         assert!(settings(&["--url", "http://127.0.0.1/"]).is_err());
         assert!(settings(&["-c", "2", "--threads", "3"]).is_err());
         assert!(settings(&["--pipeline", "0"]).is_err());
@@ -755,6 +839,29 @@ mod tests {
         assert!(refused(&["--messages", "5"]).contains("--messages"));
         assert!(settings(&["--rooms", "2"]).unwrap_err().contains("applies to --mode broadcast"));
         assert!(settings(&["--mode", "rate", "-R", "10", "--slow", "1"]).is_err());
+    }
+
+    #[test]
+    fn wss_urls_and_tls_flags() {
+        let s = settings(&["wss://127.0.0.1/chat"]).unwrap();
+        assert_eq!(s.targets[0].addr.port(), 443, "wss:// defaults to 443");
+        let tls = s.tls.expect("TLS settings for wss://");
+        assert_eq!(
+            (tls.resume, tls.version, tls.trust.as_str()),
+            (TlsResume::Tickets, TlsVersion::Any, "webpki_roots")
+        );
+        assert_eq!(tls.server_name.to_str(), "127.0.0.1");
+        let s =
+            settings(&["wss://localhost:9443/", "--insecure", "--tls-resume", "ids", "--tls-version", "1.2"]).unwrap();
+        let tls = s.tls.unwrap();
+        assert_eq!((tls.resume, tls.version, tls.trust.as_str()), (TlsResume::Ids, TlsVersion::Tls12, "insecure"));
+        assert_eq!(tls.server_name.to_str(), "localhost");
+        assert!(settings(&["ws://127.0.0.1/"]).unwrap().tls.is_none());
+        let empty = std::env::temp_dir().join(format!("loadgen-cli-empty-{}.pem", std::process::id()));
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let refused = settings(&["wss://127.0.0.1/", "--ca", empty.to_str().unwrap()]).unwrap_err();
+        let _ = std::fs::remove_file(&empty);
+        assert!(refused.contains("no certificate"), "{refused}");
     }
 
     #[test]

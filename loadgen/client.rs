@@ -7,6 +7,12 @@
 //!                    └───────────────────────────┴──────────▶ (removed, failure counted) ◀─┘
 //! ```
 //!
+//! `wss://` adds one state between TCP and the upgrade request,
+//! `TlsHandshaking` (TLS alert, bad certificate, timeout: removed, failure
+//! `tls` counted), and from then on every byte goes through the
+//! connection's [`TlsStream`] (see [`crate::tls`]). `ws://` connections
+//! have none, and their only extra work is the test that says so.
+//!
 //! The hot path, per echoed message: one `read` into the loop's buffer
 //! (a short read means the socket is drained: no second `read` to collect
 //! `EAGAIN`), the echo checked where it lies ([`crate::inbound`]), one clock
@@ -35,6 +41,7 @@ use crate::{
     plan::{Schedule, Window},
     stats::{self, Failure, Fault, Stats},
     sys,
+    tls::{self as tls_mod, TlsClient, TlsEnd, TlsStream},
 };
 
 /// How long we wait for the server to answer our close frame and end the
@@ -76,6 +83,8 @@ pub struct Context {
     pub requests: Vec<RequestTemplate>,
     /// Targets (URLs) the connections are spread over: connection `id` goes to `id % targets`.
     pub targets: usize,
+    /// `wss://`: the loop's TLS configuration and session store; `None` for `ws://`.
+    pub tls: Option<TlsClient>,
     /// The loop's figures.
     pub stats: Stats,
     /// The loop's receive buffer: every read lands here and is parsed in place.
@@ -116,6 +125,11 @@ pub enum Step {
 enum State {
     /// `connect()` is in progress.
     Connecting,
+    /// `wss://`: TCP is up; the TLS handshake is going on.
+    TlsHandshaking {
+        /// When TCP connected: the TLS part of the handshake latency starts here.
+        tcp_up_ns: u64,
+    },
     /// Sending the request, then reading the response.
     Handshaking(Box<Handshaking>),
     /// Messages flow.
@@ -134,6 +148,11 @@ struct Handshaking {
     expected_accept: String,
     /// The response so far (it may arrive in pieces).
     response: Vec<u8>,
+    /// When TCP connected (the end of the handshake's TCP part).
+    tcp_up_ns: u64,
+    /// When the request was first written (after TCP, or TLS, was up): the
+    /// upgrade part of the handshake latency starts here.
+    upgrade_ns: u64,
 }
 
 /// Sequence bookkeeping: which messages are in flight and which are owed.
@@ -164,11 +183,15 @@ enum End {
     Protocol(ProtocolViolation),
     /// The server sent a close frame (with this code).
     PeerClose(Option<u16>),
+    /// `wss://`: a TLS error on an open connection (a bad record, an alert).
+    Tls(rustls::Error),
 }
 
 pub struct Client {
     /// The socket, registered for READABLE | WRITABLE once (edge-triggered).
     stream: TcpStream,
+    /// `wss://`: TLS over `stream`, from TCP up to the end; `None` for `ws://`.
+    tls: Option<Box<TlsStream>>,
     /// Where the connection is in its life.
     state: State,
     /// Written into every stamp: an echo on the wrong connection is caught.
@@ -219,6 +242,7 @@ impl Client {
         };
         Ok(Client {
             stream,
+            tls: None,
             state: State::Connecting,
             id,
             slot: 0,
@@ -314,10 +338,12 @@ impl Client {
                 }
                 match self.connected() {
                     Ok(false) => Step::Keep,
-                    Ok(true) => self.start_handshake(cx),
+                    Ok(true) if cx.tls.is_some() => self.start_tls(cx),
+                    Ok(true) => self.start_handshake(cx.now_ns, Vec::new(), cx),
                     Err(e) => self.fail(Failure::from_io(&e, false), format!("connect: {e}"), cx),
                 }
             }
+            State::TlsHandshaking { tcp_up_ns } => self.tls_handshake(tcp_up_ns, readable, cx),
             State::Handshaking(_) => self.handshake(writable, readable, cx),
             State::Open => {
                 let result = self.serve(readable, writable, read_closed, schedule, cx);
@@ -349,6 +375,9 @@ impl Client {
         match self.state {
             State::Connecting if now.saturating_sub(self.connect_ns) > cx.connect_timeout_ns => {
                 self.fail(Failure::ConnectTimeout, "no TCP connection within --connect-timeout".into(), cx)
+            }
+            State::TlsHandshaking { .. } if now.saturating_sub(self.connect_ns) > cx.connect_timeout_ns => {
+                self.fail(Failure::HandshakeTimeout, "no TLS handshake within --connect-timeout".into(), cx)
             }
             State::Handshaking(_) if now.saturating_sub(self.connect_ns) > cx.connect_timeout_ns => {
                 self.fail(Failure::HandshakeTimeout, "no handshake response within --connect-timeout".into(), cx)
@@ -398,7 +427,7 @@ impl Client {
                 Step::Keep
             }
             State::Closing { .. } => Step::Keep,
-            State::Connecting | State::Handshaking(_) => Step::Remove,
+            State::Connecting | State::TlsHandshaking { .. } | State::Handshaking(_) => Step::Remove,
         }
     }
 
@@ -425,21 +454,103 @@ impl Client {
         }
     }
 
-    fn start_handshake(&mut self, cx: &mut Context) -> Step {
+    /// `wss://`: TCP is up; starts the TLS handshake (the ClientHello goes out now).
+    fn start_tls(&mut self, cx: &mut Context) -> Step {
+        let Some(client) = &cx.tls else { return Step::Remove };
+        match client.connect() {
+            Ok(tls) => self.tls = Some(tls),
+            Err(e) => return self.fail_tls(&e, cx),
+        }
+        self.state = State::TlsHandshaking { tcp_up_ns: cx.now_ns };
+        self.tls_handshake(cx.now_ns, false, cx)
+    }
+
+    /// `wss://`: drives the TLS handshake: writes what rustls has to send,
+    /// reads what the server sent (when `readable`), until rustls says it is
+    /// done; then the upgrade request goes out in the same call.
+    fn tls_handshake(&mut self, tcp_up_ns: u64, readable: bool, cx: &mut Context) -> Step {
+        let Some(tls) = self.tls.as_deref_mut() else { return Step::Remove };
+        // Anything the server sends before our request is kept for the response.
+        let mut early = Vec::new();
+        if readable {
+            loop {
+                let n = match (&self.stream).read(&mut cx.rx) {
+                    Ok(0) => {
+                        let detail = "server closed the connection during the TLS handshake";
+                        return self.fail(Failure::Closed, detail.into(), cx);
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let detail = format!("during the TLS handshake: {e}");
+                        return self.fail(Failure::from_io(&e, true), detail, cx);
+                    }
+                };
+                let received = tls.receive(&cx.rx[..n], |plain| {
+                    early.extend_from_slice(plain);
+                    Ok::<(), ()>(())
+                });
+                match received {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        let detail = "server ended TLS (close_notify) during the handshake";
+                        return self.fail(Failure::Closed, detail.into(), cx);
+                    }
+                    Err(TlsEnd::Tls(e)) => {
+                        // Send the alert rustls queued, if the socket takes it.
+                        let _ = tls.flush(&self.stream);
+                        return self.fail_tls(&e, cx);
+                    }
+                    Err(TlsEnd::Plain(())) => {}
+                }
+                if n < cx.rx.len() {
+                    break;
+                }
+            }
+        }
+        if tls.is_handshaking() {
+            if let Err(e) = tls.flush(&self.stream) {
+                return self.fail(Failure::from_io(&e, true), format!("during the TLS handshake: {e}"), cx);
+            }
+            return Step::Keep;
+        }
+        // Done: rustls' last flight (our Finished) and the request go out in one write.
+        self.start_handshake(tcp_up_ns, early, cx)
+    }
+
+    /// Counts a failed TLS handshake (kind `tls`, and its reason).
+    fn fail_tls(&mut self, error: &rustls::Error, cx: &mut Context) -> Step {
+        cx.stats.count_tls_failure(tls_mod::failure_reason(error));
+        self.fail(Failure::Tls, format!("TLS: {error}"), cx)
+    }
+
+    /// Sends the upgrade request (TCP, or TLS, is up since `tcp_up_ns`);
+    /// `early` is what the server sent already (nothing, from a sane one).
+    fn start_handshake(&mut self, tcp_up_ns: u64, early: Vec<u8>, cx: &mut Context) -> Step {
         let request = cx.request(self.id, self.sub.room).instantiate();
         self.state = State::Handshaking(Box::new(Handshaking {
             request: request.bytes,
             written: 0,
             expected_accept: request.expected_accept,
-            response: Vec::new(),
+            response: early,
+            tcp_up_ns,
+            upgrade_ns: cx.now_ns,
         }));
         self.handshake(true, true, cx)
     }
 
     fn handshake(&mut self, writable: bool, readable: bool, cx: &mut Context) -> Step {
         let State::Handshaking(hs) = &mut self.state else { unreachable!("called while handshaking") };
-        if writable && hs.written < hs.request.len() {
-            match (&self.stream).write(&hs.request[hs.written..]) {
+        if writable {
+            let sent = match self.tls.as_deref_mut() {
+                None if hs.written < hs.request.len() => (&self.stream).write(&hs.request[hs.written..]),
+                None => Ok(0),
+                // Behind what rustls still holds (the handshake's last flight).
+                Some(tls) if hs.written < hs.request.len() => tls.send(&self.stream, &hs.request[hs.written..]),
+                Some(tls) => tls.flush(&self.stream).map(|_| 0),
+            };
+            match sent {
                 Ok(n) => hs.written += n,
                 Err(e) if is_retry(&e) => {}
                 Err(e) => return self.fail(Failure::from_io(&e, true), format!("sending the request: {e}"), cx),
@@ -452,14 +563,32 @@ impl Client {
             match (&self.stream).read(&mut cx.rx) {
                 Ok(0) => return self.fail(Failure::Closed, "server closed the connection before answering".into(), cx),
                 Ok(n) => {
-                    hs.response.extend_from_slice(&cx.rx[..n]);
-                    let offered = cx.requests[self.sub.room as usize].offered();
+                    match self.tls.as_deref_mut() {
+                        None => hs.response.extend_from_slice(&cx.rx[..n]),
+                        Some(tls) => {
+                            let received = tls.receive(&cx.rx[..n], |plain| {
+                                hs.response.extend_from_slice(plain);
+                                Ok::<(), ()>(())
+                            });
+                            let _ = tls.flush(&self.stream);
+                            match received {
+                                Ok(false) | Err(TlsEnd::Plain(())) => {}
+                                Ok(true) => {
+                                    let detail = "server ended TLS (close_notify) before answering";
+                                    return self.fail(Failure::Closed, detail.into(), cx);
+                                }
+                                Err(TlsEnd::Tls(e)) => return self.fail_tls(&e, cx),
+                            }
+                        }
+                    }
+                    let offered = cx.request(self.id, self.sub.room).offered();
                     match handshake::check_response(&hs.response, &hs.expected_accept, offered) {
                         Ok(None) if n < cx.rx.len() => return Step::Keep,
                         Ok(None) => continue,
                         Ok(Some(head_len)) => {
                             let tail = hs.response.split_off(head_len);
-                            return self.open(&tail, cx);
+                            let (tcp_up_ns, upgrade_ns) = (hs.tcp_up_ns, hs.upgrade_ns);
+                            return self.open(&tail, tcp_up_ns, upgrade_ns, cx);
                         }
                         Err(Refused::Status(status)) => {
                             cx.stats.count_http_status(status);
@@ -477,7 +606,9 @@ impl Client {
     }
 
     /// The 101 arrived: `tail` is whatever followed it in the same read.
-    fn open(&mut self, tail: &[u8], cx: &mut Context) -> Step {
+    /// TCP was up at `tcp_up_ns`, and TLS (`wss://`) done at `upgrade_ns`,
+    /// when the request was sent.
+    fn open(&mut self, tail: &[u8], tcp_up_ns: u64, upgrade_ns: u64, cx: &mut Context) -> Step {
         self.state = State::Open;
         self.opened = true;
         cx.connecting -= 1;
@@ -486,7 +617,21 @@ impl Client {
         // are the workload, only those started inside the window.
         let counted = cx.mode != Mode::Churn || cx.window.contains(self.connect_ns);
         if counted {
-            stats::record(&mut cx.stats.handshake, cx.now_ns - self.connect_ns);
+            let stats = &mut cx.stats;
+            stats::record(&mut stats.handshake, cx.now_ns - self.connect_ns);
+            stats::record(&mut stats.handshake_tcp, tcp_up_ns - self.connect_ns);
+            stats::record(&mut stats.handshake_upgrade, cx.now_ns - upgrade_ns);
+            if let Some(tls) = &self.tls {
+                stats::record(&mut stats.handshake_tls, upgrade_ns - tcp_up_ns);
+                let counts = &mut stats.tls;
+                if tls.resumed() {
+                    counts.resumed += 1;
+                } else {
+                    counts.full += 1;
+                }
+                *counts.versions.entry(tls.version_name()).or_default() += 1;
+                *counts.cipher_suites.entry(tls.suite_name()).or_default() += 1;
+            }
         }
         if cx.mode == Mode::Churn && counted {
             cx.stats.handshakes_in_window += 1;
@@ -569,7 +714,11 @@ impl Client {
                 Err(e) => return Err(End::Io(e)),
             };
             self.last_input_ns = cx.now_ns;
-            self.consume(n, cx)?;
+            if self.tls.is_some() {
+                self.consume_tls(n, cx)?;
+            } else {
+                self.consume(n, cx)?;
+            }
             // A short read took everything there was (edge-triggered: more
             // input raises a new event), unless the peer has half-closed, in
             // which case read on to the end of the stream.
@@ -602,6 +751,42 @@ impl Client {
         }
         let (ping, close) = (receive.ping.take(), receive.close.take());
         self.after_input(ping, close)
+    }
+
+    /// `wss://`'s [`Client::consume`]: the ciphertext in `cx.rx[..n]`
+    /// through rustls, and its plaintext through the same checks. Never
+    /// inlined, so that `ws://`'s [`Client::read_input`] stays the code it
+    /// was, plus one test.
+    #[inline(never)]
+    fn consume_tls(&mut self, n: usize, cx: &mut Context) -> Result<(), End> {
+        let basis = Basis::of(cx);
+        let Context { stats, payload, encoding, rx, .. } = cx;
+        let expected = Expected { encoding: *encoding, payload: &payload[..] };
+        let Some(tls) = self.tls.as_deref_mut() else { return Ok(()) };
+        let inbound = &mut self.inbound;
+        let mut receive = Receive::new(self.id, &mut self.seq, &mut self.sub, stats, basis);
+        let received = tls.receive(&rx[..n], |plain| inbound.feed(plain, &expected, &mut receive));
+        let (ping, close) = (receive.ping.take(), receive.close.take());
+        // What rustls has to send of its own (a close_notify, a key update's
+        // answer, an alert), unless data is already waiting for WRITABLE.
+        if tls.wants_write() && !self.write_blocked && !tls.flush(&self.stream).map_err(End::Io)? {
+            self.write_blocked = true;
+        }
+        let peer_ended_tls = match received {
+            Ok(closed) => closed,
+            Err(TlsEnd::Tls(e)) => return Err(End::Tls(e)),
+            Err(TlsEnd::Plain(violation)) => return Err(End::Protocol(violation)),
+        };
+        if ping.is_some() || close.is_some() {
+            self.after_input(ping, close)?;
+        }
+        // close_notify without a close frame: the server ended the stream.
+        // (While closing it is the expected end, answered already: wait for
+        // its FIN, so that its side keeps the TIME_WAIT.)
+        if peer_ended_tls && self.is_open() {
+            return Err(End::Eof);
+        }
+        Ok(())
     }
 
     #[cold]
@@ -644,7 +829,7 @@ impl Client {
     fn settle_end(&mut self, end: End, cx: &mut Context) -> Step {
         let id = self.id;
         let sent = self.seq.next_seq;
-        if self.sub.slow && !cx.closing_all && !matches!(end, End::Protocol(_)) {
+        if self.sub.slow && !cx.closing_all && !matches!(end, End::Protocol(_) | End::Tls(_)) {
             return self.slow_end(end, cx);
         }
         match end {
@@ -689,6 +874,15 @@ impl Client {
                 self.give_up_in_flight("in flight when the server broke the protocol", cx);
                 Step::Remove
             }
+            End::Tls(e) => {
+                if let Some(tls) = self.tls.as_deref_mut() {
+                    // Send the alert rustls queued, if the socket takes it.
+                    let _ = tls.flush(&self.stream);
+                }
+                cx.stats.count_fault(Fault::Protocol, 1, || format!("connection {id}: TLS: {e} after {sent} messages"));
+                self.give_up_in_flight("in flight when TLS failed", cx);
+                Step::Remove
+            }
         }
     }
 
@@ -700,7 +894,7 @@ impl Client {
             End::PeerClose(Some(code)) => code.to_string(),
             End::PeerClose(None) => "no code".to_string(),
             End::Eof => "eof".to_string(),
-            End::Io(_) | End::Protocol(_) => "reset".to_string(),
+            End::Io(_) | End::Protocol(_) | End::Tls(_) => "reset".to_string(),
         };
         *cx.stats.fanout.slow_closed.entry(how).or_default() += 1;
         match end {
@@ -789,7 +983,7 @@ impl Client {
             count_one(stamp.intended_ns, &mut cx.stats, &mut cx.quota_left);
             self.seq.next_seq += 1;
             let bytes = frame.stamp(&stamp);
-            write_or_keep(&self.stream, &mut self.pending, &mut self.write_blocked, bytes)
+            transmit(&self.stream, &mut self.tls, &mut self.pending, &mut self.write_blocked, bytes)
         } else {
             cx.out.clear();
             for _ in 0..count {
@@ -801,7 +995,7 @@ impl Client {
                 self.seq.next_seq += 1;
                 cx.out.extend_from_slice(frame.stamp(&stamp));
             }
-            write_or_keep(&self.stream, &mut self.pending, &mut self.write_blocked, &cx.out)
+            transmit(&self.stream, &mut self.tls, &mut self.pending, &mut self.write_blocked, &cx.out)
         };
         result.map_err(End::Io)
     }
@@ -812,10 +1006,19 @@ impl Client {
             self.pending.extend_from_slice(bytes);
             return Ok(());
         }
-        write_or_keep(&self.stream, &mut self.pending, &mut self.write_blocked, bytes)
+        transmit(&self.stream, &mut self.tls, &mut self.pending, &mut self.write_blocked, bytes)
     }
 
     fn flush_pending(&mut self) -> Result<(), End> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            if tls.flush_pending(&self.stream, &mut self.pending).map_err(End::Io)? {
+                self.write_blocked = false;
+                if self.pending.capacity() > PENDING_KEEP {
+                    self.pending = Vec::new();
+                }
+            }
+            return Ok(());
+        }
         loop {
             match (&self.stream).write(&self.pending) {
                 Ok(n) if n == self.pending.len() => {
@@ -835,6 +1038,22 @@ impl Client {
                 Err(e) => return Err(End::Io(e)),
             }
         }
+    }
+}
+
+/// Writes `data`: over TLS if the connection has it, else with
+/// [`write_or_keep`]. The one branch is all `ws://` pays for `wss://`.
+#[inline]
+fn transmit(
+    stream: &TcpStream,
+    tls: &mut Option<Box<TlsStream>>,
+    pending: &mut Vec<u8>,
+    blocked: &mut bool,
+    data: &[u8],
+) -> io::Result<()> {
+    match tls {
+        None => write_or_keep(stream, pending, blocked, data),
+        Some(tls) => tls.write_or_keep(stream, pending, blocked, data),
     }
 }
 

@@ -347,6 +347,13 @@ impl<S: SnapshotSink> Driver<S> {
             payload,
             requests: common.requests.clone(),
             targets: settings.targets.len(),
+            // Each loop its own TLS configuration: its own session store.
+            tls: settings
+                .tls
+                .as_ref()
+                .map(|tls| tls.client(share.connections))
+                .transpose()
+                .map_err(io::Error::other)?,
             stats: Stats {
                 by_target: match settings.targets.len() {
                     1 => Vec::new(),

@@ -16,6 +16,8 @@
 //! - `progress`: the once-a-second live line and timeline.
 //! - `report`, `hgrm`: the summary, the JSON document and the `.hgrm` file.
 //! - `sys`: getrusage, timerfd, source-address binding, terminal width.
+//! - `tls`: `wss://`: rustls over the loop's sockets, the TLS flags, the
+//!   loop's session store.
 //! - `output`: stdout and stderr, where a closed pipe never ends the run.
 //! - `publish`: `loadgen publish`, one stamped `POST /publish/ROOM`.
 //!
@@ -40,6 +42,7 @@ mod publish;
 mod report;
 mod stats;
 mod sys;
+mod tls;
 
 use std::{
     fs::File,

@@ -16,6 +16,7 @@ use crate::{
     progress::{group, Tick},
     stats::{Failure, Fault, Stats},
     sys::CpuTime,
+    tls::{Trust, FAILURE_REASONS},
 };
 
 /// The JSON document's version: bumped only if a field changes meaning.
@@ -49,6 +50,8 @@ pub struct Report {
     pub connections: Connections,
     /// Handshake latency and failures.
     pub handshake: Handshakes,
+    /// `wss://`: what the measured handshakes negotiated, resumed or not; null for `ws://`.
+    pub tls: Option<TlsOut>,
     /// Counts and throughput of the window.
     pub messages: Messages,
     /// Round trip from each message's intended send time (ping RTT in idle mode).
@@ -109,6 +112,31 @@ pub struct SettingsOut {
     pub publishers: Option<u32>,
     /// `--slow` (broadcast mode; null otherwise).
     pub slow: Option<u32>,
+    /// `wss://`: which certificates were accepted: `webpki_roots` (Mozilla's,
+    /// built in), `ca` (`--ca`) or `insecure` (`--insecure`: any); null for `ws://`.
+    pub tls_trust: Option<&'static str>,
+    /// `--ca` (null without it).
+    pub tls_ca: Option<String>,
+    /// `--tls-resume` (`wss://`; null for `ws://`).
+    pub tls_resume: Option<&'static str>,
+    /// `--tls-version` (`wss://`; null for `ws://`).
+    pub tls_version: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TlsOut {
+    /// TLS handshakes measured (= `handshake.count`).
+    pub handshakes: u64,
+    /// Of those, full handshakes (certificate and key exchange).
+    pub full: u64,
+    /// Of those, handshakes that resumed an earlier session (ticket or session ID).
+    pub resumed: u64,
+    /// `resumed / handshakes`; null when none was measured.
+    pub resumed_fraction: Option<f64>,
+    /// Handshakes by protocol version (`"TLSv1.3"`, `"TLSv1.2"`).
+    pub versions: BTreeMap<&'static str, u64>,
+    /// Handshakes by cipher suite (`"TLS13_AES_256_GCM_SHA384"`).
+    pub cipher_suites: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -230,10 +258,19 @@ pub struct Handshakes {
     pub per_s: Option<f64>,
     /// From `connect()` to the complete 101 response.
     pub latency_us: Latency,
+    /// Its first part: from `connect()` to TCP connected.
+    pub tcp_latency_us: Latency,
+    /// `wss://`: its second part, from TCP connected to the TLS handshake done; null for `ws://`.
+    pub tls_latency_us: Option<Latency>,
+    /// Its last part: from the upgrade request (sent once TCP, or TLS, is up) to the complete 101.
+    pub upgrade_latency_us: Latency,
     /// Failed attempts by kind (every kind present, zeros included).
     pub failures: BTreeMap<&'static str, u64>,
     /// Non-101 responses by status code.
     pub http_statuses: BTreeMap<String, u64>,
+    /// `wss://`: the `tls` failures by reason (`bad_certificate`, `alert`,
+    /// `protocol`, `other`; every one present, zeros included); null for `ws://`.
+    pub tls_failures: Option<BTreeMap<&'static str, u64>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -428,6 +465,13 @@ impl Report {
                 rooms: s.layout.map(|l| l.rooms),
                 publishers: s.layout.map(|l| l.publishers),
                 slow: s.layout.map(|l| l.slow),
+                tls_trust: s.tls.as_ref().map(|t| t.trust.as_str()),
+                tls_ca: s.tls.as_ref().and_then(|t| match &t.trust {
+                    Trust::Ca { path, .. } => Some(path.display().to_string()),
+                    _ => None,
+                }),
+                tls_resume: s.tls.as_ref().map(|t| t.resume.as_str()),
+                tls_version: s.tls.as_ref().map(|t| t.version.as_str()),
             },
             result: outcome,
             window_s,
@@ -442,9 +486,30 @@ impl Report {
                 count: stats.handshake.len(),
                 per_s: (s.mode == Mode::Churn).then(|| per_s(stats.handshakes_in_window)),
                 latency_us: Latency::from_histogram(&stats.handshake),
+                tcp_latency_us: Latency::from_histogram(&stats.handshake_tcp),
+                tls_latency_us: s.tls.as_ref().map(|_| Latency::from_histogram(&stats.handshake_tls)),
+                upgrade_latency_us: Latency::from_histogram(&stats.handshake_upgrade),
                 failures: Failure::ALL.iter().map(|f| (f.as_str(), stats.failures[*f as usize])).collect(),
                 http_statuses: stats.http_statuses.iter().map(|(code, n)| (code.to_string(), *n)).collect(),
+                tls_failures: s.tls.as_ref().map(|_| {
+                    FAILURE_REASONS
+                        .iter()
+                        .map(|reason| (*reason, stats.tls_failures.get(reason).copied().unwrap_or(0)))
+                        .collect()
+                }),
             },
+            tls: s.tls.as_ref().map(|_| {
+                let t = &stats.tls;
+                let handshakes = t.full + t.resumed;
+                TlsOut {
+                    handshakes,
+                    full: t.full,
+                    resumed: t.resumed,
+                    resumed_fraction: (handshakes > 0).then(|| t.resumed as f64 / handshakes as f64),
+                    versions: t.versions.clone(),
+                    cipher_suites: t.cipher_suites.clone(),
+                }
+            }),
             messages: Messages {
                 sent: stats.sent,
                 received: stats.received,
@@ -535,6 +600,21 @@ impl Report {
         let h = &self.handshake;
         let rate = h.per_s.map(|r| format!("  {} handshakes/s", group(r as u64))).unwrap_or_default();
         let _ = writeln!(out, "  handshakes   {}{rate}  ({} measured)", percentiles(&h.latency_us), group(h.count));
+        if h.count > 0 {
+            let _ = writeln!(out, "    tcp        {}  (connect)", percentiles(&h.tcp_latency_us));
+            if let (Some(latency), Some(tls)) = (&h.tls_latency_us, &self.tls) {
+                let versions: Vec<String> = tls.versions.iter().map(|(v, n)| format!("{v} x{}", group(*n))).collect();
+                let _ = writeln!(
+                    out,
+                    "    tls        {}  ({}; {} resumed, {} full)",
+                    percentiles(latency),
+                    versions.join(", "),
+                    group(tls.resumed),
+                    group(tls.full)
+                );
+            }
+            let _ = writeln!(out, "    upgrade    {}  (request to 101)", percentiles(&h.upgrade_latency_us));
+        }
         let m = &self.messages;
         if let Some(b) = &self.broadcast {
             self.broadcast_lines(b, &mut out);
@@ -610,6 +690,13 @@ impl Report {
             let _ = writeln!(out, "  errors       {}: {}", group(e.total), kinds.join(", "));
             for (kind, detail) in &e.first {
                 let _ = writeln!(out, "               first {kind}: {detail}");
+            }
+        }
+        if let Some(reasons) = &self.handshake.tls_failures {
+            let failed: Vec<String> =
+                reasons.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} x{}", group(*n))).collect();
+            if !failed.is_empty() {
+                let _ = writeln!(out, "  tls failed   {}", failed.join(", "));
             }
         }
         if !self.handshake.http_statuses.is_empty() {

@@ -43,6 +43,9 @@ pub enum Failure {
     /// A 101 that breaks RFC 6455 §4.1 (accept key, Upgrade, Connection,
     /// subprotocol, extensions), or a response that is not HTTP.
     BadResponse,
+    /// `wss://`: the TLS handshake failed: a certificate refused, an alert
+    /// from the server, or an answer that is not TLS (reasons counted apart).
+    Tls,
     /// The connection was reset during the handshake.
     Reset,
     /// The server closed the connection before answering.
@@ -56,12 +59,13 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub const ALL: [Failure; 10] = [
+    pub const ALL: [Failure; 11] = [
         Failure::Refused,
         Failure::ConnectTimeout,
         Failure::HandshakeTimeout,
         Failure::HttpStatus,
         Failure::BadResponse,
+        Failure::Tls,
         Failure::Reset,
         Failure::Closed,
         Failure::NoLocalPort,
@@ -77,6 +81,7 @@ impl Failure {
             Failure::HandshakeTimeout => "handshake_timeout",
             Failure::HttpStatus => "http_status",
             Failure::BadResponse => "bad_response",
+            Failure::Tls => "tls",
             Failure::Reset => "reset",
             Failure::Closed => "closed",
             Failure::NoLocalPort => "no_local_port",
@@ -164,6 +169,13 @@ pub struct Stats {
     pub uncorrected: Histogram<u64>,
     /// From `connect()` to the complete 101 response.
     pub handshake: Histogram<u64>,
+    /// Its first part: from `connect()` until TCP is connected.
+    pub handshake_tcp: Histogram<u64>,
+    /// `wss://`: its second part, from TCP connected to the TLS handshake done.
+    pub handshake_tls: Histogram<u64>,
+    /// Its last part: from the upgrade request (sent when TCP, or TLS, is
+    /// up) to the complete 101.
+    pub handshake_upgrade: Histogram<u64>,
     /// Data messages (pings in idle mode) sent and echoed in the window, and their payload bytes.
     pub sent: u64,
     /// Their echoes, received intact.
@@ -187,6 +199,10 @@ pub struct Stats {
     pub failures: [u64; Failure::ALL.len()],
     /// Non-101 HTTP statuses received, by code.
     pub http_statuses: BTreeMap<u16, u64>,
+    /// `wss://`: TLS handshake failures by reason ([`crate::tls::failure_reason`]).
+    pub tls_failures: BTreeMap<&'static str, u64>,
+    /// `wss://`: the measured handshakes' TLS, what the report's `tls` says.
+    pub tls: TlsCounts,
     /// Faults after the handshake, by [`Fault`].
     pub faults: [u64; Fault::ALL.len()],
     /// The first occurrence of each failure and fault, for the summary: the
@@ -244,6 +260,33 @@ impl IdleDeliveries {
     }
 }
 
+/// `wss://`: what the measured handshakes negotiated (those whose latency
+/// is in `handshake`: in churn mode, the ones started in the window).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsCounts {
+    /// Handshakes that resumed an earlier session (a ticket or a session ID).
+    pub resumed: u64,
+    /// Full handshakes (certificate and key exchange).
+    pub full: u64,
+    /// By protocol version (`"TLSv1.3"`).
+    pub versions: BTreeMap<&'static str, u64>,
+    /// By cipher suite (`"TLS13_AES_256_GCM_SHA384"`).
+    pub cipher_suites: BTreeMap<&'static str, u64>,
+}
+
+impl TlsCounts {
+    fn merge(&mut self, other: &TlsCounts) {
+        self.resumed += other.resumed;
+        self.full += other.full;
+        for (version, n) in &other.versions {
+            *self.versions.entry(version).or_default() += n;
+        }
+        for (suite, n) in &other.cipher_suites {
+            *self.cipher_suites.entry(suite).or_default() += n;
+        }
+    }
+}
+
 /// Broadcast mode's account of the whole run (warm-up included): what the
 /// subscribers should have received, what they did, apart for the `--slow`
 /// ones, whose losses are the server's slow-consumer policy at work.
@@ -286,6 +329,9 @@ impl Default for Stats {
             latency: latency_histogram(),
             uncorrected: latency_histogram(),
             handshake: latency_histogram(),
+            handshake_tcp: latency_histogram(),
+            handshake_tls: latency_histogram(),
+            handshake_upgrade: latency_histogram(),
             sent: 0,
             received: 0,
             bytes_sent: 0,
@@ -297,6 +343,8 @@ impl Default for Stats {
             peak_open: 0,
             failures: [0; Failure::ALL.len()],
             http_statuses: BTreeMap::new(),
+            tls_failures: BTreeMap::new(),
+            tls: TlsCounts::default(),
             faults: [0; Fault::ALL.len()],
             first_seen: BTreeMap::new(),
             late: 0,
@@ -337,6 +385,11 @@ impl Stats {
         *self.http_statuses.entry(status).or_default() += 1;
     }
 
+    /// Counts a failed TLS handshake's reason (the failure itself is counted by [`Stats::count_failure`]).
+    pub fn count_tls_failure(&mut self, reason: &'static str) {
+        *self.tls_failures.entry(reason).or_default() += 1;
+    }
+
     pub fn connection_opened(&mut self) {
         self.opened += 1;
         self.open_now += 1;
@@ -367,6 +420,9 @@ impl Stats {
         let _ = self.latency.add(&other.latency);
         let _ = self.uncorrected.add(&other.uncorrected);
         let _ = self.handshake.add(&other.handshake);
+        let _ = self.handshake_tcp.add(&other.handshake_tcp);
+        let _ = self.handshake_tls.add(&other.handshake_tls);
+        let _ = self.handshake_upgrade.add(&other.handshake_upgrade);
         self.sent += other.sent;
         self.received += other.received;
         self.bytes_sent += other.bytes_sent;
@@ -382,6 +438,10 @@ impl Stats {
         for (code, n) in &other.http_statuses {
             *self.http_statuses.entry(*code).or_default() += n;
         }
+        for (reason, n) in &other.tls_failures {
+            *self.tls_failures.entry(reason).or_default() += n;
+        }
+        self.tls.merge(&other.tls);
         for (a, b) in self.faults.iter_mut().zip(other.faults) {
             *a += b;
         }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (the README's, and what CI runs): every unit and
-# integration test, the Autobahn TestSuite conformance run, the monitor page
-# in headless Chromium (scripts/browser-test.sh), then every other script
-# once with its shortest settings (scripts/check-scripts.sh, about a minute).
+# integration test, the Autobahn TestSuite conformance run over ws:// and over
+# wss:// (which must give the same tally), the monitor page in headless
+# Chromium (scripts/browser-test.sh), then every other script once with its
+# shortest settings (scripts/check-scripts.sh, about a minute).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The bridge tests (tests/bridge.rs) start a real redis-server: Debian's
@@ -15,5 +16,10 @@ if ! command -v redis-server >/dev/null; then
 fi
 cargo test --all-targets
 scripts/autobahn.sh
+scripts/autobahn.sh --tls
+if ! cmp -s target/autobahn/tally.txt target/autobahn-tls/tally.txt; then
+  echo "test.sh: Autobahn over wss:// ($(cat target/autobahn-tls/tally.txt)) differs from ws:// ($(cat target/autobahn/tally.txt))" >&2
+  exit 1
+fi
 scripts/browser-test.sh
 scripts/check-scripts.sh

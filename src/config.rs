@@ -2,11 +2,13 @@
 //!
 //! Every field is a `--flag` and a `WSLOOP_...` environment variable (flag wins,
 //! then the variable, then the default). Every default is a named constant below,
-//! with the reason it has that value, so [`Config::default`] and `wsloop --help`
-//! can never disagree.
+//! with the reason it has that value; `--help` shows it rendered from that
+//! constant ([`shown`]) and [`Config::default`] uses it as is, so the two
+//! cannot disagree.
 
 use std::{
     net::{SocketAddr, ToSocketAddrs},
+    sync::LazyLock,
     time::Duration,
 };
 
@@ -77,6 +79,20 @@ pub const DEFAULT_MAX_ROOMS: usize = 100_000;
 /// rooms (a chat, its notifications, a dashboard); leaving a room finds the
 /// member among its rooms, so this also bounds that search.
 pub const DEFAULT_MAX_ROOMS_PER_CONNECTION: usize = 16;
+
+/// The defaults above as `--help` shows them (`16MiB`, `10s`): made from
+/// the constants, once, so that the text cannot drift from the value.
+mod shown {
+    use super::*;
+
+    pub static MAX_MESSAGE_SIZE: LazyLock<String> = LazyLock::new(|| format_size(DEFAULT_MAX_MESSAGE_SIZE));
+    pub static MAX_FRAME_SIZE: LazyLock<String> = LazyLock::new(|| format_size(DEFAULT_MAX_FRAME_SIZE));
+    pub static MAX_BACKPRESSURE: LazyLock<String> = LazyLock::new(|| format_size(DEFAULT_MAX_BACKPRESSURE));
+    pub static HANDSHAKE_TIMEOUT: LazyLock<String> = LazyLock::new(|| format_duration(DEFAULT_HANDSHAKE_TIMEOUT));
+    pub static IDLE_TIMEOUT: LazyLock<String> = LazyLock::new(|| format_duration(DEFAULT_IDLE_TIMEOUT));
+    pub static SHUTDOWN_TIMEOUT: LazyLock<String> = LazyLock::new(|| format_duration(DEFAULT_SHUTDOWN_TIMEOUT));
+    pub static STATS_INTERVAL: LazyLock<String> = LazyLock::new(|| format_duration(DEFAULT_STATS_INTERVAL));
+}
 
 /// What the server does with the messages it receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -154,27 +170,33 @@ pub struct Config {
     pub max_connections: usize,
 
     /// Largest message accepted, e.g. 16MiB; bigger ones get close 1009.
-    #[arg(long, env = "WSLOOP_MAX_MESSAGE_SIZE", default_value = "16MiB", value_parser = parse_positive_size)]
+    #[arg(long, env = "WSLOOP_MAX_MESSAGE_SIZE", default_value = shown::MAX_MESSAGE_SIZE.as_str(),
+          value_parser = parse_positive_size)]
     pub max_message_size: usize,
 
     /// Largest single frame accepted; bigger ones get close 1009.
-    #[arg(long, env = "WSLOOP_MAX_FRAME_SIZE", default_value = "16MiB", value_parser = parse_positive_size)]
+    #[arg(long, env = "WSLOOP_MAX_FRAME_SIZE", default_value = shown::MAX_FRAME_SIZE.as_str(),
+          value_parser = parse_positive_size)]
     pub max_frame_size: usize,
 
     /// Pending output per connection before the server stops reading from it.
-    #[arg(long, env = "WSLOOP_MAX_BACKPRESSURE", default_value = "1MiB", value_parser = parse_positive_size)]
+    #[arg(long, env = "WSLOOP_MAX_BACKPRESSURE", default_value = shown::MAX_BACKPRESSURE.as_str(),
+          value_parser = parse_positive_size)]
     pub max_backpressure: usize,
 
     /// Time allowed to complete the opening handshake, e.g. 10s or 500ms.
-    #[arg(long, env = "WSLOOP_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    #[arg(long, env = "WSLOOP_HANDSHAKE_TIMEOUT", default_value = shown::HANDSHAKE_TIMEOUT.as_str(),
+          value_parser = parse_positive_duration)]
     pub handshake_timeout: Duration,
 
     /// Close a connection silent this long (pinged halfway); 0 turns it off.
-    #[arg(long, env = "WSLOOP_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, env = "WSLOOP_IDLE_TIMEOUT", default_value = shown::IDLE_TIMEOUT.as_str(),
+          value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
     /// On SIGINT/SIGTERM, time to wait for clients to answer close 1001.
-    #[arg(long, env = "WSLOOP_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "WSLOOP_SHUTDOWN_TIMEOUT", default_value = shown::SHUTDOWN_TIMEOUT.as_str(),
+          value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
     /// Accept only handshakes whose Origin is one of these (repeatable; default: any).
@@ -202,7 +224,8 @@ pub struct Config {
     pub no_latency: bool,
 
     /// Log one line of headline figures this often, at least 1s; 0 turns it off.
-    #[arg(long, env = "WSLOOP_STATS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "WSLOOP_STATS_INTERVAL", default_value = shown::STATS_INTERVAL.as_str(),
+          value_parser = parse_duration)]
     pub stats_interval: Duration,
 
     /// For a room member over --max-backpressure when a room message comes:
@@ -235,6 +258,15 @@ pub struct Config {
     /// Prefix of the Redis channel names, so deployments can share a Redis.
     #[arg(long, env = "WSLOOP_REDIS_PREFIX", default_value = crate::bridge::DEFAULT_PREFIX)]
     pub redis_prefix: String,
+
+    /// Serve wss:// (and https:// pages) on --listen with this certificate
+    /// chain (PEM); needs --tls-key. SIGHUP reloads both.
+    #[arg(long, env = "WSLOOP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "WSLOOP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 
     /// Messages waiting to be published to Redis at most; beyond, they are dropped and counted.
     #[arg(long, env = "WSLOOP_REDIS_QUEUE", default_value_t = crate::bridge::DEFAULT_QUEUE,
@@ -270,6 +302,8 @@ impl Default for Config {
             redis: None,
             redis_prefix: crate::bridge::DEFAULT_PREFIX.to_string(),
             redis_queue: crate::bridge::DEFAULT_QUEUE,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -284,6 +318,16 @@ const MAX_WORKERS: usize = 256;
 const MAX_TIMEOUT: Duration = Duration::from_secs(20 * 24 * 3600);
 
 impl Config {
+    /// The TLS configuration `--tls-cert` and `--tls-key` name, loaded
+    /// (`None` without them). The error is one line naming the bad file.
+    pub fn tls(&self) -> Result<Option<std::sync::Arc<crate::tls::TlsAcceptor>>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => crate::tls::TlsAcceptor::load(cert, key).map(|a| Some(std::sync::Arc::new(a))),
+            (None, None) => Ok(None),
+            _ => Err("--tls-cert and --tls-key go together".into()),
+        }
+    }
+
     /// Checks the values that no single flag parser can: the relations
     /// between them and the clock's range. Called before the server starts, so
     /// that nothing can fail this way inside the event loop.
@@ -355,6 +399,7 @@ impl Config {
             + if self.publish_token.is_some() { ", publish on" } else { "" }
             + &if self.workers > 1 { format!(", workers {}", self.workers) } else { String::new() }
             + if self.redis.is_some() { ", redis on" } else { "" }
+            + if self.tls_cert.is_some() { ", tls" } else { "" }
     }
 }
 
@@ -416,16 +461,18 @@ mod tests {
         config: Config,
     }
 
-    /// The flag defaults and `Config::default()` come from the same constants;
-    /// this pins that they stay the same.
+    /// The flag defaults and `Config::default()` come from the same
+    /// constants; this pins that they parse back to the same values. The
+    /// command is parsed with every argument's variable removed, so that a
+    /// `WSLOOP_...` variable in the test's environment cannot change (or
+    /// skip) the comparison.
     #[test]
     fn clap_defaults_match_default() {
-        // Clear any WSLOOP_ variable the environment might carry into the test.
-        let cli = Cli::try_parse_from(["wsloop"]).expect("defaults parse");
-        let (a, b) = (format!("{:?}", cli.config), format!("{:?}", Config::default()));
-        if std::env::vars().all(|(k, _)| !k.starts_with("WSLOOP_")) {
-            assert_eq!(a, b);
-        }
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Cli::command().mut_args(|arg| arg.env(None));
+        let matches = command.try_get_matches_from(["wsloop"]).expect("defaults parse");
+        let parsed = Cli::from_arg_matches(&matches).expect("defaults make a config").config;
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::default()));
         assert!(Config::default().validate().is_ok());
     }
 

@@ -378,7 +378,8 @@ impl Connection {
             self.reported_pending = pending;
         }
         // READABLE always; WRITABLE too while output waits for the kernel.
-        let wanted = if self.outbox.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+        let waiting = !self.outbox.is_empty() || self.socket.write_blocked();
+        let wanted = if waiting { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
         if wanted != self.interest {
             if let Err(e) = cx.registry.reregister(self.socket.stream_mut(), token, wanted) {
                 error!(error = %e, "epoll_ctl failed; dropping the connection");
@@ -414,7 +415,7 @@ impl Connection {
                 Ok(Received::Data(n)) => carried + n,
                 Ok(Received::Nothing) => return Next::Step(Step::Keep),
                 Ok(Received::Eof) => return Next::Step(self.handshake_failed(Failure::PeerClosed, cx)),
-                Err(_) => return Next::Step(self.handshake_failed(Failure::Io, cx)),
+                Err(e) => return Next::Step(self.handshake_error(&e, cx)),
             };
             let mut headers = handshake::NO_HEADERS;
             let (len, request) = match handshake::parse_head(&rx[..n], &mut headers) {
@@ -501,7 +502,7 @@ impl Connection {
                 Ok(Received::Data(n)) => n,
                 Ok(Received::Nothing) => return Step::Keep,
                 Ok(Received::Eof) => return self.handshake_failed(Failure::PeerClosed, cx),
-                Err(_) => return self.handshake_failed(Failure::Io, cx),
+                Err(e) => return self.handshake_error(&e, cx),
             };
             let wanted = publishing.request.length - publishing.body.len();
             publishing.body.extend_from_slice(&cx.lent.rx[..n.min(wanted)]);
@@ -552,6 +553,16 @@ impl Connection {
         self.stop_counting_open(cx.lent.metrics);
         self.outbox.push(Bytes::from(response.to_bytes()));
         self.linger(cx)
+    }
+
+    /// A read failed before the WebSocket opened: TLS refused, or a socket error.
+    fn handshake_error(&mut self, error: &std::io::Error, cx: &mut Context<'_>) -> Step {
+        if crate::tls::is_tls_failure(error) {
+            info!(peer = %self.peer(), reason = %error, "TLS handshake failed");
+            cx.lent.metrics.count_failure(Failure::Tls);
+            return Step::Remove;
+        }
+        self.handshake_failed(Failure::Io, cx)
     }
 
     fn handshake_failed(&mut self, failure: Failure, cx: &mut Context<'_>) -> Step {

@@ -20,6 +20,7 @@ use tungstenite::{
     http,
 };
 
+pub use crate::labels::{Failure, RefusalKind};
 use crate::{
     config::{Config, Secret, MAX_REQUEST_HEAD},
     http::{publish_room, route, Response, Route, Routes},
@@ -69,50 +70,6 @@ pub struct PlainRequest {
     pub target: String,
 }
 
-/// Why a request was refused, for the log line and the metrics label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalKind {
-    /// Not valid HTTP, or an upgrade request tungstenite rejects.
-    Malformed,
-    /// An upgrade request on the metrics-only listener.
-    NotUpgrade,
-    /// `Sec-WebSocket-Version` other than 13.
-    UnsupportedVersion,
-    /// Request head over [`MAX_REQUEST_HEAD`], or too many header fields.
-    HeadTooLarge,
-    /// `Origin` not in the allowlist.
-    OriginNotAllowed,
-    /// `--max-connections` reached.
-    TooManyConnections,
-    /// A `POST /publish` refused: publishing off, no or a wrong token, a
-    /// missing or bad length, a body too large or not UTF-8 for text.
-    Publish,
-}
-
-impl RefusalKind {
-    pub const ALL: [RefusalKind; 7] = [
-        RefusalKind::Malformed,
-        RefusalKind::NotUpgrade,
-        RefusalKind::UnsupportedVersion,
-        RefusalKind::HeadTooLarge,
-        RefusalKind::OriginNotAllowed,
-        RefusalKind::TooManyConnections,
-        RefusalKind::Publish,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefusalKind::Malformed => "malformed",
-            RefusalKind::NotUpgrade => "not_upgrade",
-            RefusalKind::UnsupportedVersion => "unsupported_version",
-            RefusalKind::HeadTooLarge => "head_too_large",
-            RefusalKind::OriginNotAllowed => "origin_not_allowed",
-            RefusalKind::TooManyConnections => "too_many_connections",
-            RefusalKind::Publish => "publish",
-        }
-    }
-}
-
 /// A refused request: the response to send and why.
 #[derive(Debug, Clone)]
 pub struct Refusal {
@@ -134,29 +91,6 @@ impl Refusal {
     fn with_header(mut self, name: &'static str, value: &str) -> Self {
         self.response = self.response.with_header(name, value);
         self
-    }
-}
-
-/// How a handshake ended without opening, for the log and the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The peer closed before sending a complete request.
-    PeerClosed,
-    /// A socket error (reset, ...).
-    Io,
-    /// `--handshake-timeout` passed (slowloris).
-    Timeout,
-}
-
-impl Failure {
-    pub const ALL: [Failure; 3] = [Failure::PeerClosed, Failure::Io, Failure::Timeout];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Failure::PeerClosed => "peer_closed",
-            Failure::Io => "io_error",
-            Failure::Timeout => "timeout",
-        }
     }
 }
 

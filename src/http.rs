@@ -8,35 +8,7 @@
 
 use std::fmt::Write as _;
 
-/// The plain HTTP routes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// `GET /`: the monitor page.
-    Monitor,
-    /// `GET /stats`: the figures as JSON.
-    Stats,
-    /// `GET /metrics`: the figures for Prometheus.
-    Metrics,
-    /// Anything else: 404.
-    NotFound,
-    /// A known path with a method other than GET or HEAD: 405.
-    MethodNotAllowed,
-}
-
-impl Route {
-    pub const ALL: [Route; 5] =
-        [Route::Monitor, Route::Stats, Route::Metrics, Route::NotFound, Route::MethodNotAllowed];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Route::Monitor => "monitor",
-            Route::Stats => "stats",
-            Route::Metrics => "metrics",
-            Route::NotFound => "not_found",
-            Route::MethodNotAllowed => "method_not_allowed",
-        }
-    }
-}
+pub use crate::labels::Route;
 
 /// Which routes a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

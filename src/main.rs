@@ -34,7 +34,8 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    if let Err(message) = cli.config.validate() {
+    // Bad values, and TLS files that cannot be used, end here, before listening.
+    if let Err(message) = cli.config.validate().and_then(|()| cli.config.tls().map(|_| ())) {
         // Same shape and exit status (2) as clap's own errors.
         report(&format!("error: {message}"));
         return ExitCode::from(2);

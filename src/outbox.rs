@@ -213,6 +213,8 @@ impl Cork {
 /// are over 1024 pieces), and moves what it did not take into `outbox`.
 /// Returns the bytes sent. The cork is empty afterwards.
 pub fn flush<T: Transport>(socket: &mut T, outbox: &mut Outbox, cork: &mut Cork, input: &[u8]) -> io::Result<usize> {
+    // What the transport holds (TLS records) goes before anything new.
+    socket.flush_pending()?;
     if outbox.is_empty() && cork.segments.len() <= FEW && !socket.write_blocked() {
         return flush_few(socket, outbox, cork, input);
     }

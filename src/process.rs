@@ -14,7 +14,7 @@ use std::{
 };
 
 use signal_hook::{
-    consts::{SIGINT, SIGTERM},
+    consts::{SIGHUP, SIGINT, SIGTERM},
     iterator::Signals,
 };
 use tracing::error;
@@ -25,7 +25,8 @@ use crate::{
     config::Config,
     hub::{Cross, Hub},
     protocol::Kind,
-    server::{Ending, Server, Summary},
+    server::{reload_tls, Ending, Server, Summary},
+    tls::TlsAcceptor,
     StopHandle,
 };
 
@@ -34,6 +35,8 @@ pub struct Process<A> {
     loops: Vec<Server<A>>,
     /// The hub, when the loops share one.
     hub: Option<Arc<Hub>>,
+    /// The TLS configuration the loops share, with `--tls-cert`.
+    tls: Option<Arc<TlsAcceptor>>,
 }
 
 impl<A: App + Send + 'static> Process<A> {
@@ -45,15 +48,17 @@ impl<A: App + Send + 'static> Process<A> {
         let shared = workers > 1 || config.redis.is_some();
         // Several sockets on one port need SO_REUSEPORT on each, the first too.
         let first = Config { reuse_port: config.reuse_port || workers > 1, ..config.clone() };
-        let mut loops = vec![Server::bind_with(first.clone(), make_app(0))?];
+        // One TLS configuration for all loops: SIGHUP reloads it once.
+        let tls = config.tls().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut loops = vec![Server::bind_with_tls(first.clone(), make_app(0), tls.clone())?];
         let listen = loops[0].local_addr();
         for index in 1..workers {
             // Only the first loop serves --metrics-listen.
             let config = Config { listen, metrics_listen: None, ..first.clone() };
-            loops.push(Server::bind_with(config, make_app(index))?);
+            loops.push(Server::bind_with_tls(config, make_app(index), tls.clone())?);
         }
         if !shared {
-            return Ok(Process { loops, hub: None });
+            return Ok(Process { loops, hub: None, tls });
         }
         let wakers = loops.iter().map(|server| server.stop_handle().waker()).collect();
         let hub_for_bridge: Arc<OnceLock<Weak<Hub>>> = Arc::default();
@@ -66,7 +71,7 @@ impl<A: App + Send + 'static> Process<A> {
         for (index, server) in loops.iter_mut().enumerate() {
             server.join_hub(hub.clone(), index);
         }
-        Ok(Process { loops, hub: Some(hub) })
+        Ok(Process { loops, hub: Some(hub), tls })
     }
 
     /// The address every loop listens on.
@@ -87,19 +92,25 @@ impl<A: App + Send + 'static> Process<A> {
     /// Runs every loop until SIGINT/SIGTERM (the first: a graceful shutdown
     /// of every loop; a second: at once), and returns the process's figures.
     pub fn run(self) -> io::Result<Summary> {
-        let Process { mut loops, hub } = self;
+        let Process { mut loops, hub, tls } = self;
         if hub.is_none() && loops.len() == 1 {
             let mut server = loops.remove(0);
             server.handle_signals()?;
             return server.run();
         }
         let stops: Vec<StopHandle> = loops.iter().map(Server::stop_handle).collect();
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         let signal_handle = signals.handle();
         let signal_thread = thread::Builder::new().name("wsloop-signals".into()).spawn(move || {
-            for (nth, _) in signals.forever().enumerate() {
+            let mut stops_asked = 0;
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reload_tls(tls.as_deref());
+                    continue;
+                }
+                stops_asked += 1;
                 for stop in &stops {
-                    if nth == 0 {
+                    if stops_asked == 1 {
                         stop.shutdown();
                     } else {
                         stop.stop_now();

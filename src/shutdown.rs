@@ -15,7 +15,7 @@ use std::{
 };
 
 use mio::{Interest, Registry, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::token;
@@ -27,9 +27,12 @@ pub enum Request {
     Graceful,
     /// Exit now (the second signal). Carries the signal number, if any.
     Immediate(Option<i32>),
+    /// SIGHUP: load the TLS certificate again.
+    Reload,
 }
 
-/// SIGINT and SIGTERM, delivered through a pipe registered with the loop
+/// SIGINT and SIGTERM (and SIGHUP, which asks for a TLS reload), delivered
+/// through a pipe registered with the loop
 /// (signal-hook's self-pipe: the handler itself only writes a byte).
 pub struct ShutdownSignals {
     signals: Signals,
@@ -39,7 +42,7 @@ pub struct ShutdownSignals {
 impl ShutdownSignals {
     /// Installs the handlers and registers the pipe under [`token::SIGNALS`].
     pub fn register(registry: &Registry) -> io::Result<Self> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         registry.register(&mut signals, token::SIGNALS, Interest::READABLE)?;
         Ok(ShutdownSignals { signals, received: 0 })
     }
@@ -48,6 +51,10 @@ impl ShutdownSignals {
     pub fn take_request(&mut self) -> Option<Request> {
         let mut request = None;
         for signal in self.signals.pending() {
+            if signal == SIGHUP {
+                request = request.or(Some(Request::Reload));
+                continue;
+            }
             self.received += 1;
             request = Some(if self.received == 1 { Request::Graceful } else { Request::Immediate(Some(signal)) });
         }

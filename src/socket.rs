@@ -11,6 +11,13 @@
 //!
 //! The loop knows sockets; what is read and written is the protocol's
 //! business ([`crate::wakeup`]).
+//!
+//! On the `wss://` port the socket carries a rustls connection: `recv`
+//! reads records (`read_tls`), decrypts them (`process_new_packets`) and
+//! hands out plaintext; `send` hands plaintext to rustls and writes the
+//! records (`write_tls`). The handshake happens in the same calls, before the
+//! first plaintext comes out. Rule 1 does not apply there (rustls, not we,
+//! sizes the reads), so a TLS socket is read until `EAGAIN`.
 
 use std::{
     io::{self, IoSlice, Read, Write},
@@ -18,8 +25,9 @@ use std::{
 };
 
 use mio::net::TcpStream;
+use rustls::ServerConnection;
 
-use crate::sys::retry_interrupted;
+use crate::{sys::retry_interrupted, tls::TlsFailure};
 
 /// What the wakeup and the flush need of a connection's stream: the TCP
 /// [`Socket`], or an in-memory stream in the benches, tests and fuzz targets
@@ -35,6 +43,11 @@ pub trait Transport {
     fn may_read(&self) -> bool;
     /// Whether the last write found the stream full.
     fn write_blocked(&self) -> bool;
+    /// Writes what the transport itself still holds (TLS records), before
+    /// anything new; nothing for a plain stream.
+    fn flush_pending(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What a [`Transport::recv`] got.
@@ -64,6 +77,9 @@ enum ReadState {
 #[derive(Debug)]
 pub struct Socket {
     stream: TcpStream,
+    /// On the `wss://` port: the TLS connection (boxed: rustls' state is a
+    /// few hundred bytes a plain connection need not carry).
+    tls: Option<Box<ServerConnection>>,
     read: ReadState,
     /// A write came back short: the send buffer is full until WRITABLE.
     write_blocked: bool,
@@ -71,7 +87,17 @@ pub struct Socket {
 
 impl Socket {
     pub fn new(stream: TcpStream) -> Self {
-        Socket { stream, read: ReadState::Ready, write_blocked: false }
+        Socket { stream, tls: None, read: ReadState::Ready, write_blocked: false }
+    }
+
+    /// A socket whose bytes go through `tls`.
+    pub fn with_tls(stream: TcpStream, tls: ServerConnection) -> Self {
+        Socket { tls: Some(Box::new(tls)), ..Socket::new(stream) }
+    }
+
+    /// Whether this is a TLS connection.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The mio source, for (re)registration.
@@ -95,10 +121,110 @@ impl Socket {
         }
     }
 
-    /// Half-closes: our FIN follows the bytes already written.
-    pub fn shutdown_write(&self) -> io::Result<()> {
+    /// Half-closes: our FIN follows the bytes already written (on TLS,
+    /// after a close_notify alert).
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            self.flush_pending()?;
+        }
         self.stream.shutdown(Shutdown::Write)
     }
+
+    /// Writes the TLS records rustls holds, until the socket is full.
+    fn push_records(&mut self) -> io::Result<()> {
+        let Some(tls) = &mut self.tls else { return Ok(()) };
+        while tls.wants_write() {
+            match retry_interrupted(|| tls.write_tls(&mut self.stream)) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_blocked = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Transport::recv`] through TLS: plaintext rustls has, else records
+    /// from the socket, until the socket has none.
+    fn recv_tls(&mut self, buf: &mut [u8]) -> io::Result<Received> {
+        // Handshake messages (or an alert) still waiting go out first.
+        if !self.write_blocked {
+            self.push_records()?;
+        }
+        loop {
+            let Some(tls) = &mut self.tls else { return Ok(Received::Nothing) };
+            match tls.reader().read(buf) {
+                // A close_notify alert: the clean end.
+                Ok(0) => return Ok(Received::Eof),
+                Ok(n) => return Ok(Received::Data(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The TCP connection ended without a close_notify.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Received::Eof),
+                Err(e) => return Err(e),
+            }
+            if self.read == ReadState::Drained {
+                return Ok(Received::Nothing);
+            }
+            match retry_interrupted(|| tls.read_tls(&mut self.stream)) {
+                // End of file: the reader says how it ended, next time round.
+                Ok(0) => self.read = ReadState::Drained,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.read = ReadState::Drained;
+                    return Ok(Received::Nothing);
+                }
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // rustls has queued an alert saying why: send it if the socket takes it.
+                let _ = self.push_records();
+                return Err(io::Error::new(io::ErrorKind::InvalidData, TlsFailure(e)));
+            }
+            if self.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
+                self.push_records()?;
+            }
+        }
+    }
+
+    /// [`Transport::send`] through TLS: the plaintext rustls takes (it
+    /// encrypts as it takes), its records written as the socket allows.
+    fn send_tls(&mut self, slices: &[IoSlice<'_>], total: usize) -> io::Result<usize> {
+        self.push_records()?;
+        let mut taken = 0;
+        while taken < total && !self.write_blocked {
+            let Some(tls) = &mut self.tls else { break };
+            // One call for all the slices: rustls makes one record of them.
+            let n = if taken == 0 {
+                tls.writer().write_vectored(slices)?
+            } else {
+                tls.writer().write_vectored(&remaining(slices, taken))?
+            };
+            taken += n;
+            self.push_records()?;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(taken)
+    }
+}
+
+/// `slices` without their first `skip` bytes (for a write taken in part).
+fn remaining<'s>(slices: &'s [IoSlice<'_>], mut skip: usize) -> Vec<IoSlice<'s>> {
+    let mut rest = Vec::with_capacity(slices.len());
+    for slice in slices {
+        if skip >= slice.len() {
+            skip -= slice.len();
+            continue;
+        }
+        rest.push(IoSlice::new(&slice[skip..]));
+        skip = 0;
+    }
+    rest
 }
 
 impl Transport for Socket {
@@ -112,8 +238,18 @@ impl Transport for Socket {
         self.write_blocked
     }
 
-    /// One `recv` into `buf`.
+    fn flush_pending(&mut self) -> io::Result<()> {
+        if self.write_blocked {
+            return Ok(());
+        }
+        self.push_records()
+    }
+
+    /// One `recv` into `buf` (through TLS: see the module docs).
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Received> {
+        if self.tls.is_some() {
+            return self.recv_tls(buf);
+        }
         if self.read == ReadState::Drained {
             return Ok(Received::Nothing);
         }
@@ -144,6 +280,9 @@ impl Transport for Socket {
     fn send(&mut self, slices: &[IoSlice<'_>], total: usize) -> io::Result<usize> {
         if self.write_blocked || total == 0 {
             return Ok(0);
+        }
+        if self.tls.is_some() {
+            return self.send_tls(slices, total);
         }
         match retry_interrupted(|| self.stream.write_vectored(slices)) {
             Ok(n) => {

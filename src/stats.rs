@@ -10,8 +10,7 @@ use serde::Serialize;
 use crate::{
     bridge::BridgeStats,
     config::Config,
-    handshake::{Failure, RefusalKind},
-    http::Route,
+    labels::{Failure, RefusalKind, Route},
     metrics::{FrameCounts, Metrics},
 };
 

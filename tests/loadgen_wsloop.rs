@@ -210,7 +210,9 @@ fn unreachable_target_fails_with_one_line() {
 
 #[test]
 fn bad_flags_exit_2_with_a_reason() {
-    for args in [&["--size", "8"][..], &["--mode", "rate"], &["--connections", "zero"], &["--url", "wss://x/"]] {
+    for args in
+        [&["--size", "8"][..], &["--mode", "rate"], &["--connections", "zero"], &["--url", "ws://x/", "--insecure"]]
+    {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen")).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);

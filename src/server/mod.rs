@@ -51,6 +51,7 @@ use crate::{
     shutdown::{Request, ShutdownSignals, StopHandle},
     socket::Socket,
     stats::Snapshot,
+    tls::TlsAcceptor,
     token,
     wakeup::Lent,
 };
@@ -158,6 +159,8 @@ pub struct Server<A = Builtin> {
     slow: Vec<usize>,
     /// With `--workers` or `--redis`: the hub this loop shares with the others.
     link: Option<Link>,
+    /// With `--tls-cert`: the main port speaks TLS (shared by a process's loops).
+    tls: Option<Arc<TlsAcceptor>>,
     /// Accepting is paused until then (out of descriptors).
     accept_paused_until: Option<Tick>,
     next_sweep: Tick,
@@ -182,8 +185,16 @@ impl Server<Builtin> {
 }
 
 impl<A: App> Server<A> {
-    /// Binds the listeners `config` asks for and builds the loop around `app`.
+    /// Binds the listeners `config` asks for and builds the loop around
+    /// `app` (loading the TLS files it names, if any).
     pub fn bind_with(config: Config, app: A) -> io::Result<Server<A>> {
+        let tls = config.tls().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Self::bind_with_tls(config, app, tls)
+    }
+
+    /// [`Server::bind_with`] with a TLS configuration already loaded (the
+    /// loops of a process share one, reloaded once on SIGHUP).
+    pub fn bind_with_tls(config: Config, app: A, tls: Option<Arc<TlsAcceptor>>) -> io::Result<Server<A>> {
         let options = listener::ListenOptions { backlog: config.backlog, reuse_port: config.reuse_port };
         let listener = listener::bind(config.listen, options)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
@@ -201,6 +212,7 @@ impl<A: App> Server<A> {
             server.poll.registry().register(&mut metrics_listener, token::METRICS_LISTENER, Interest::READABLE)?;
             server.metrics_listener = Some(metrics_listener);
         }
+        server.tls = tls;
         Ok(server)
     }
 
@@ -250,6 +262,7 @@ impl<A: App> Server<A> {
             dirty: Vec::new(),
             slow: Vec::new(),
             link: None,
+            tls: None,
             accept_paused_until: None,
             next_sweep: sweep_every,
             sweep_every,
@@ -452,7 +465,17 @@ impl<A: App> Server<A> {
             let entry = self.connections.vacant_entry();
             let key = entry.key();
             let token = token::for_connection(key);
-            let mut socket = Socket::new(stream);
+            // The main port speaks TLS with --tls-cert; --metrics-listen stays plain.
+            let mut socket = match (&self.tls, which) {
+                (Some(tls), Listener::Main) => match tls.accept() {
+                    Ok(session) => Socket::with_tls(stream, session),
+                    Err(e) => {
+                        error!(%peer, error = %e, "cannot start a TLS session");
+                        continue;
+                    }
+                },
+                _ => Socket::new(stream),
+            };
             if let Err(e) = self.poll.registry().register(socket.stream_mut(), token, Interest::READABLE) {
                 error!(%peer, error = %e, "cannot register accepted connection");
                 continue;
@@ -540,6 +563,7 @@ impl<A: App> Server<A> {
             Some(Request::Graceful) if self.shutdown_deadline.is_none() => self.begin_shutdown(),
             Some(Request::Graceful) => self.ending = Some(Ending::Immediate(None)),
             Some(Request::Immediate(signal)) => self.ending = Some(Ending::Immediate(signal)),
+            Some(Request::Reload) => reload_tls(self.tls.as_deref()),
         }
     }
 
@@ -596,6 +620,16 @@ impl<A: App> Server<A> {
             link.hub.report(link.index, &self.shared.metrics);
         }
         Summary { ended_by: self.ending.unwrap_or(Ending::Graceful), dropped, metrics: self.shared.metrics.clone() }
+    }
+}
+
+/// SIGHUP: the TLS files again; one line either way (the old certificate
+/// stays in force when the new one cannot be loaded).
+pub fn reload_tls(tls: Option<&TlsAcceptor>) {
+    match tls.map(TlsAcceptor::reload) {
+        None => info!("SIGHUP: no TLS certificate to reload"),
+        Some(Ok(())) => info!("SIGHUP: TLS certificate reloaded; new handshakes use it"),
+        Some(Err(e)) => warn!(error = %e, "SIGHUP: TLS certificate not reloaded, the old one stays"),
     }
 }
 

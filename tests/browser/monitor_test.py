@@ -29,6 +29,7 @@ import os
 import sys
 import tempfile
 import time
+import ssl
 import urllib.error
 import urllib.request
 import uuid
@@ -64,6 +65,8 @@ def start_browser(profile_dir):
         "--disable-dev-shm-usage",
         f"--user-data-dir={profile_dir}",
         "--window-size=1280,900",
+        # E.g. --ignore-certificate-errors-spki-list=... for a test certificate.
+        *os.environ.get("CHROMIUM_EXTRA_FLAGS", "").split(),
     ):
         options.add_argument(flag)
     # Console messages, so the test can fail on any error the page logs.
@@ -94,8 +97,13 @@ def value(driver, element_id):
         return None
 
 
+# Over https://, the test's own requests trust the test certificate (MONITOR_TEST_CA).
+TLS_CONTEXT = ssl.create_default_context(cafile=os.environ["MONITOR_TEST_CA"]) \
+    if os.environ.get("MONITOR_TEST_CA") else None
+
+
 def server_stats(base_url):
-    with urllib.request.urlopen(base_url + "stats", timeout=WAIT_S) as response:
+    with urllib.request.urlopen(base_url + "stats", timeout=WAIT_S, context=TLS_CONTEXT) as response:
         return json.load(response)
 
 
@@ -104,7 +112,7 @@ def publish(base_url, room, body, content_type, token):
     request = urllib.request.Request(base_url + "publish/" + room, data=body, method="POST", headers={
         "Authorization": f"Bearer {token}", "Content-Type": content_type})
     try:
-        with urllib.request.urlopen(request, timeout=WAIT_S) as response:
+        with urllib.request.urlopen(request, timeout=WAIT_S, context=TLS_CONTEXT) as response:
             return json.load(response)
     except urllib.error.HTTPError as error:
         raise Failure(f"POST /publish/{room} answered {error.code}: {error.read()[:200]!r}") from None
@@ -140,7 +148,7 @@ def check(condition, message):
         raise Failure(message)
 
 
-def run(driver, base_url, screenshot_dir):
+def run(driver, base_url, screenshot_dir, prefix=""):
     driver.get(base_url)
     check("ws-monitor" in driver.title, f"unexpected page title {driver.title!r}")
 
@@ -232,12 +240,12 @@ def run(driver, base_url, screenshot_dir):
     check_console(driver)
 
     set_viewport(driver, 1280, 900, mobile=False)
-    desktop = os.path.join(screenshot_dir, "monitor.png")
+    desktop = os.path.join(screenshot_dir, f"monitor{'-' + prefix.rstrip('-') if prefix else ''}.png")
     driver.save_screenshot(desktop)
     set_viewport(driver, 390, 844, mobile=True)
     check(driver.execute_script("return document.documentElement.scrollWidth") <= 390,
           "the page scrolls sideways at phone width (390px)")
-    phone = os.path.join(screenshot_dir, "monitor-phone.png")
+    phone = os.path.join(screenshot_dir, f"monitor-{prefix}phone.png")
     driver.save_screenshot(phone)
     check_console(driver)
     print(f"monitor_test.py: screenshots {desktop}, {phone}")
@@ -424,6 +432,9 @@ def main():
     rooms = args[:1] == ["--rooms"]
     if rooms:
         args = args[1:]
+    prefix = ""
+    if args[:1] == ["--screenshots-prefix"]:
+        prefix, args = args[1], args[2:]
     token = os.environ.get("WSLOOP_PUBLISH_TOKEN", "")
     if len(args) != 2 or (rooms and not token):
         sys.exit("usage: monitor_test.py http://HOST:PORT/ SCREENSHOT_DIR\n"
@@ -445,7 +456,7 @@ def main():
                 run_rooms(drivers[0], drivers[1], base_url, screenshot_dir, token)
             else:
                 named = [("", drivers[0])]
-                run(drivers[0], base_url, screenshot_dir)
+                run(drivers[0], base_url, screenshot_dir, prefix)
         except Failure as failure:
             report_failure(failure, named, screenshot_dir)
             sys.exit(1)
@@ -453,7 +464,7 @@ def main():
             for future in futures:
                 if future.exception() is None:
                     future.result().quit()
-    what = "the room panel works in --mode broadcast" if rooms else "the page works"
+    what = "the room panel works in --mode broadcast" if rooms else f"the page works over {base_url.split(':')[0]}"
     print(f"monitor_test.py: {what} ({time.monotonic() - started:.1f}s)")
 
 

@@ -1,10 +1,12 @@
 //! Helpers shared by the integration tests: an in-process server on port 0,
 //! blocking clients, raw frames for the malformed-input tests, and the
-//! `wsloop` binary as a child process for the signal and memory tests.
+//! `wsloop` binary as a child process for the signal and memory tests, and
+//! throwaway TLS certificates (`tls`).
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod loadgen;
 pub mod redis;
+pub mod tls;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -329,4 +331,13 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("timed out waiting for {what}");
+}
+
+/// The project's pinned Python virtualenv (made by `scripts/pyenv.sh` on
+/// first use): its directory.
+pub fn python_venv() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("scripts/pyenv.sh")).output().expect("run scripts/pyenv.sh");
+    assert!(out.status.success(), "scripts/pyenv.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    std::path::PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
 }

@@ -1,0 +1,574 @@
+//! `wss://`: TLS with rustls on the loop's own non-blocking sockets.
+//!
+//! A `wss://` connection is a `ws://` one with a rustls [`ClientConnection`]
+//! between the socket and the WebSocket bytes ([`TlsStream`]); the loop,
+//! the frames and the checks are the same. Nothing blocks and no thread is
+//! added:
+//!
+//! - **Reading**: one `read` of the socket into the loop's receive buffer,
+//!   as for `ws://`; that ciphertext goes to rustls from the buffer
+//!   ([`ClientConnection::read_tls`] from a slice, which copies at most 4 KiB
+//!   per call, then [`ClientConnection::process_new_packets`]), and each
+//!   piece of plaintext is handed to the frame reader where rustls keeps it
+//!   ([`std::io::BufRead::fill_buf`] on its reader: no copy). Reading the
+//!   socket through `read_tls` itself would cost one `read` per 4 KiB.
+//! - **Writing**: the frame goes into rustls, which encrypts it into a
+//!   record at once ([`ClientConnection::writer`]), and the records go out
+//!   with one `writev` ([`ClientConnection::write_tls`]). What rustls keeps
+//!   because the socket is full is sent on the next WRITABLE, before
+//!   anything new; beyond [`SEND_BUFFER_LIMIT`] rustls takes no more, and
+//!   the rest waits in the connection's own `pending`, as for `ws://`.
+//! - **The handshake** is driven by the same readiness events, in the
+//!   connection's `TlsHandshaking` state (see [`crate::client`]).
+//!
+//! Session resumption (`--tls-resume`) keeps the sessions and tickets of a
+//! loop in one [`LoopSessions`] store shared by its connections, so that a
+//! churning connection can resume what an earlier one received.
+//!
+//! Memory: rustls frees the handshake's state once it is done, and frees
+//! every outgoing record and incoming plaintext piece as soon as it has been
+//! written or read. What an idle connection keeps is its [`ClientConnection`]
+//! (keys and record layer) and rustls' receive buffer, which `read_tls`
+//! resizes to 4 KiB at every read and which no API shrinks: that is the
+//! floor of this (buffered) rustls interface.
+
+use std::{
+    collections::VecDeque,
+    fmt, fs,
+    io::{self, BufRead, Write},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use clap::ValueEnum;
+use mio::net::TcpStream;
+use rustls::{
+    client::{
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+        ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls12Resumption, Tls13ClientSessionValue,
+    },
+    crypto::CryptoProvider,
+    pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime},
+    ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind, NamedGroup, RootCertStore, SignatureScheme,
+};
+
+/// The one application protocol offered (ALPN): a WebSocket starts as HTTP/1.1.
+const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
+
+/// Ciphertext rustls may hold for a connection whose socket is full, and
+/// plaintext written before the handshake ends (rustls' own default): past
+/// it the connection's `pending` takes the rest, as for `ws://`. Only a
+/// stalled connection ever fills it; an idle one holds nothing there.
+pub const SEND_BUFFER_LIMIT: usize = 64 << 10;
+
+/// TLS 1.3 tickets a loop's store keeps per connection it runs: servers
+/// send two per handshake (OpenSSL, rustls), and a churning connection
+/// uses one per handshake, so two each cover every connection reconnecting
+/// at once.
+const TICKETS_PER_CONNECTION: usize = 2;
+
+/// The store's smallest and largest ticket count per server: rustls' own
+/// store keeps 8, too few for a loop that starts hundreds of connections at
+/// once; the cap bounds memory (a ticket is a few hundred bytes).
+const TICKETS_MIN: usize = 8;
+/// See [`TICKETS_MIN`].
+const TICKETS_MAX: usize = 1 << 14;
+
+/// `--tls-resume`: how handshakes may resume earlier sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsResume {
+    /// Every handshake is a full one.
+    None,
+    /// TLS 1.3 session tickets; on TLS 1.2, RFC 5077 tickets or session IDs (rustls' default).
+    Tickets,
+    /// TLS 1.2: session IDs only (the server keeps the sessions), no RFC 5077
+    /// tickets; TLS 1.3 has no session IDs and resumes with its tickets.
+    Ids,
+}
+
+impl TlsResume {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsResume::None => "none",
+            TlsResume::Tickets => "tickets",
+            TlsResume::Ids => "ids",
+        }
+    }
+}
+
+/// `--tls-version`: which protocol versions are offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3: the server chooses (1.3 unless it has only 1.2).
+    Any,
+    /// TLS 1.2 only.
+    #[value(name = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[value(name = "1.3")]
+    Tls13,
+}
+
+impl TlsVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Any => "any",
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        }
+    }
+
+    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        /// TLS 1.2 alone.
+        const TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+        /// TLS 1.3 alone.
+        const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        match self {
+            TlsVersion::Any => rustls::ALL_VERSIONS,
+            TlsVersion::Tls12 => TLS12,
+            TlsVersion::Tls13 => TLS13,
+        }
+    }
+}
+
+/// Which server certificates are accepted.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Those that chain to Mozilla's roots (`webpki-roots`, compiled in).
+    WebpkiRoots,
+    /// Those that chain to the certificates of a PEM file (`--ca`).
+    Ca {
+        /// The file, for the report.
+        path: PathBuf,
+        /// Its certificates.
+        roots: Arc<RootCertStore>,
+    },
+    /// Any at all (`--insecure`).
+    Insecure,
+}
+
+impl Trust {
+    /// The name in the report's `settings.tls_trust`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Trust::WebpkiRoots => "webpki_roots",
+            Trust::Ca { .. } => "ca",
+            Trust::Insecure => "insecure",
+        }
+    }
+
+    /// Reads `--ca FILE`: every certificate in it becomes a trust anchor.
+    pub fn from_ca_file(path: &Path) -> Result<Trust, String> {
+        let fail = |why: String| format!("--ca {}: {why}", path.display());
+        let text = fs::read(path).map_err(|e| fail(e.to_string()))?;
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&text) {
+            let cert = cert.map_err(|e| fail(format!("not PEM: {e}")))?;
+            roots.add(cert).map_err(|e| fail(format!("not a usable CA certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(fail("no certificate (a PEM file with BEGIN CERTIFICATE blocks is expected)".into()));
+        }
+        Ok(Trust::Ca { path: path.to_path_buf(), roots: Arc::new(roots) })
+    }
+}
+
+/// The run's TLS settings (from the `wss://` URL and the TLS flags).
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// The URL's host: sent as SNI (unless it is an IP address, which
+    /// RFC 6066 leaves out) and checked against the certificate.
+    pub server_name: ServerName<'static>,
+    /// Which certificates are accepted.
+    pub trust: Trust,
+    /// `--tls-resume`.
+    pub resume: TlsResume,
+    /// `--tls-version`.
+    pub version: TlsVersion,
+}
+
+/// What a loop needs to open `wss://` connections: its own configuration
+/// (with its own session store) and the server's name.
+#[derive(Debug, Clone)]
+pub struct TlsClient {
+    /// Shared by the loop's connections.
+    config: Arc<ClientConfig>,
+    /// The name every connection asks for.
+    server_name: ServerName<'static>,
+}
+
+impl TlsSettings {
+    /// A loop's client configuration, its session store sized for the
+    /// `connections` it runs. Each loop gets its own: no lock is shared
+    /// between threads, and a ticket is resumed on the loop that got it.
+    /// Called on the loop's own thread.
+    pub fn client(&self, connections: u64) -> Result<TlsClient, String> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(self.version.versions())
+            .map_err(|e| format!("TLS configuration: {e}"))?;
+        let builder = match &self.trust {
+            Trust::WebpkiRoots => {
+                let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+                builder.with_root_certificates(roots)
+            }
+            Trust::Ca { roots, .. } => builder.with_root_certificates(roots.clone()),
+            Trust::Insecure => {
+                builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate { provider }))
+            }
+        };
+        let mut config = builder.with_no_client_auth();
+        config.alpn_protocols = vec![ALPN_HTTP_1_1.to_vec()];
+        config.resumption = match self.resume {
+            TlsResume::None => Resumption::disabled(),
+            resume => {
+                let tickets = usize::try_from(connections)
+                    .unwrap_or(usize::MAX)
+                    .saturating_mul(TICKETS_PER_CONNECTION)
+                    .clamp(TICKETS_MIN, TICKETS_MAX);
+                let tls12 = match resume {
+                    TlsResume::Ids => Tls12Resumption::SessionIdOnly,
+                    _ => Tls12Resumption::SessionIdOrTickets,
+                };
+                Resumption::store(Arc::new(LoopSessions::new(tickets))).tls12_resumption(tls12)
+            }
+        };
+        let client = TlsClient { config: Arc::new(config), server_name: self.server_name.clone() };
+        // The first connection of a thread pays for aws-lc's start (its
+        // random generator is seeded per thread): about 100 ms here, which
+        // would land in the first handshakes' latency. Paid now instead, on
+        // the loop's thread, before anything is measured.
+        drop(client.connect().map_err(|e| format!("TLS configuration: {e}"))?);
+        Ok(client)
+    }
+}
+
+impl TlsClient {
+    /// A new connection's TLS state; its ClientHello is ready to be written.
+    pub fn connect(&self) -> Result<Box<TlsStream>, rustls::Error> {
+        let mut conn = ClientConnection::new(self.config.clone(), self.server_name.clone())?;
+        conn.set_buffer_limit(Some(SEND_BUFFER_LIMIT));
+        Ok(Box::new(TlsStream { conn, close_notify_sent: false }))
+    }
+}
+
+/// One connection's TLS: rustls' state, over the connection's socket.
+pub struct TlsStream {
+    /// rustls' side of the connection: keys, record layer, its buffers.
+    conn: ClientConnection,
+    /// Our `close_notify` has been queued (it is sent once, in answer to the server's).
+    close_notify_sent: bool,
+}
+
+/// Why TLS input could not be taken.
+#[derive(Debug)]
+pub enum TlsEnd<E> {
+    /// A TLS error (alert, bad record, bad certificate): the connection is over.
+    Tls(rustls::Error),
+    /// What the plaintext's consumer refused.
+    Plain(E),
+}
+
+impl TlsStream {
+    /// Whether the handshake is still going on.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// Whether rustls holds records not yet written to the socket.
+    #[inline]
+    pub fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// After the handshake: whether it resumed an earlier session.
+    pub fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(HandshakeKind::Resumed)
+    }
+
+    /// After the handshake: the protocol version, as the report names it.
+    pub fn version_name(&self) -> &'static str {
+        match self.conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "other",
+        }
+    }
+
+    /// After the handshake: the cipher suite, as the report names it.
+    pub fn suite_name(&self) -> &'static str {
+        self.conn.negotiated_cipher_suite().and_then(|suite| suite.suite().as_str()).unwrap_or("unknown")
+    }
+
+    /// Writes what rustls holds, until it is all out or the socket is full
+    /// (`Ok(false)`: the next WRITABLE goes on).
+    #[inline]
+    pub fn flush(&mut self, stream: &TcpStream) -> io::Result<bool> {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut &*stream) {
+                Ok(0) => return Ok(false),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Encrypts `data` and writes it, until all of it is out or the socket
+    /// is full; returns how much of `data` rustls took (all of it, unless
+    /// the socket filled with more than [`SEND_BUFFER_LIMIT`] left). rustls
+    /// taking less than all does not mean that the socket is full (it takes
+    /// at most its limit at a time), so it is asked again after each flush:
+    /// only a socket that refused bytes raises the WRITABLE that goes on.
+    #[inline]
+    pub fn send(&mut self, stream: &TcpStream, data: &[u8]) -> io::Result<usize> {
+        let mut taken = 0;
+        loop {
+            taken += self.conn.writer().write(&data[taken..])?;
+            if !self.flush(stream)? || taken == data.len() {
+                return Ok(taken);
+            }
+        }
+    }
+
+    /// `ws://`'s write-or-keep, over TLS: what rustls does not take goes to
+    /// `pending`, and the connection is marked blocked if anything (there
+    /// or in rustls) is left for the next WRITABLE. Never inlined, so that
+    /// `ws://`'s send path stays the code it was, plus one test.
+    #[inline(never)]
+    pub fn write_or_keep(
+        &mut self,
+        stream: &TcpStream,
+        pending: &mut Vec<u8>,
+        blocked: &mut bool,
+        data: &[u8],
+    ) -> io::Result<()> {
+        let taken = self.send(stream, data)?;
+        if taken < data.len() {
+            pending.extend_from_slice(&data[taken..]);
+        }
+        if taken < data.len() || self.conn.wants_write() {
+            *blocked = true;
+        }
+        Ok(())
+    }
+
+    /// On WRITABLE while blocked: what rustls holds first, then `pending`.
+    /// Returns whether everything went out (the connection is unblocked).
+    pub fn flush_pending(&mut self, stream: &TcpStream, pending: &mut Vec<u8>) -> io::Result<bool> {
+        loop {
+            if !self.flush(stream)? {
+                return Ok(false);
+            }
+            if pending.is_empty() {
+                return Ok(true);
+            }
+            let taken = self.conn.writer().write(pending)?;
+            if taken == 0 {
+                // Not expected (rustls' buffer is empty here); wait rather than spin.
+                return Ok(false);
+            }
+            pending.drain(..taken);
+        }
+    }
+
+    /// Hands ciphertext (what one `read` of the socket brought) to rustls,
+    /// and each piece of plaintext it yields to `plain`, in order. Returns
+    /// whether the server has ended TLS (`close_notify`); our own is then
+    /// queued in answer (the caller flushes it), so that a server that
+    /// waits for it before ending TCP (Python's asyncio does) is not kept
+    /// waiting.
+    #[inline]
+    pub fn receive<E>(
+        &mut self,
+        mut input: &[u8],
+        mut plain: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<bool, TlsEnd<E>> {
+        let mut closed = false;
+        while !input.is_empty() {
+            match self.conn.read_tls(&mut input) {
+                // After the server's close_notify rustls reads nothing more.
+                Ok(0) => break,
+                Ok(_) => {}
+                // rustls' buffer is full (not possible: it is emptied after each piece).
+                Err(e) => return Err(TlsEnd::Tls(rustls::Error::General(e.to_string()))),
+            }
+            let state = self.conn.process_new_packets().map_err(TlsEnd::Tls)?;
+            let mut reader = self.conn.reader();
+            loop {
+                let n = match reader.fill_buf() {
+                    Ok([]) | Err(_) => break,
+                    Ok(chunk) => {
+                        plain(chunk).map_err(TlsEnd::Plain)?;
+                        chunk.len()
+                    }
+                };
+                reader.consume(n);
+            }
+            closed |= state.peer_has_closed();
+        }
+        if closed && !self.close_notify_sent {
+            self.close_notify_sent = true;
+            self.conn.send_close_notify();
+        }
+        Ok(closed)
+    }
+}
+
+/// The kind of a TLS failure, for `handshake.tls_failures` (and the first
+/// occurrence's description keeps the detail).
+pub fn failure_reason(error: &rustls::Error) -> &'static str {
+    use rustls::Error;
+    match error {
+        Error::InvalidCertificate(_) => "bad_certificate",
+        Error::AlertReceived(_) => "alert",
+        Error::InappropriateMessage { .. }
+        | Error::InappropriateHandshakeMessage { .. }
+        | Error::InvalidMessage(_)
+        | Error::DecryptError
+        | Error::PeerIncompatible(_)
+        | Error::PeerMisbehaved(_)
+        | Error::PeerSentOversizedRecord
+        | Error::NoApplicationProtocol => "protocol",
+        _ => "other",
+    }
+}
+
+/// Every TLS failure reason [`failure_reason`] gives, for the report's
+/// table (every one present, zeros included).
+pub const FAILURE_REASONS: [&str; 4] = ["bad_certificate", "alert", "protocol", "other"];
+
+/// `--insecure`: accepts every certificate, and every signature over the
+/// handshake. A test server's self-signed certificate passes, and so does
+/// an attacker's: the connection is encrypted but not authenticated.
+#[derive(Debug)]
+struct AcceptAnyCertificate {
+    /// For the signature schemes to offer.
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A loop's session store (rustls [`ClientSessionStore`]): per server
+/// name, the latest TLS 1.2 session and up to `max_tickets` TLS 1.3
+/// tickets. rustls' own `ClientSessionMemoryCache` keeps 8 tickets per
+/// server, so of a batch of connections started at once all but 8 would
+/// make full handshakes. Only its loop uses it: the lock is never contended.
+struct LoopSessions {
+    /// Sessions by server name (one name per run, in practice: a list
+    /// searched in order is the cheapest map).
+    servers: Mutex<Vec<(ServerName<'static>, Sessions)>>,
+    /// TLS 1.3 tickets kept per server; the oldest goes first.
+    max_tickets: usize,
+}
+
+/// What a [`LoopSessions`] keeps for one server.
+#[derive(Default)]
+struct Sessions {
+    /// The key exchange group the server chose last (saves a HelloRetryRequest).
+    kx_hint: Option<NamedGroup>,
+    /// The latest TLS 1.2 session (resumed by session ID or ticket).
+    tls12: Option<Tls12ClientSessionValue>,
+    /// TLS 1.3 tickets, oldest first; each is used once.
+    tls13: VecDeque<Tls13ClientSessionValue>,
+}
+
+impl LoopSessions {
+    fn new(max_tickets: usize) -> LoopSessions {
+        LoopSessions { servers: Mutex::new(Vec::new()), max_tickets }
+    }
+
+    /// Runs `f` on the sessions of `name` (created if absent). A poisoned
+    /// lock (a panic elsewhere in this loop) loses nothing that matters:
+    /// resumption is an optimisation.
+    fn with<T>(&self, name: &ServerName<'_>, f: impl FnOnce(&mut Sessions) -> T) -> T {
+        let mut servers = self.servers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let at = match servers.iter().position(|(known, _)| known == name) {
+            Some(at) => at,
+            None => {
+                servers.push((name.to_owned(), Sessions::default()));
+                servers.len() - 1
+            }
+        };
+        f(&mut servers[at].1)
+    }
+}
+
+impl fmt::Debug for LoopSessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The secrets stay out of any debug output.
+        f.debug_struct("LoopSessions").field("max_tickets", &self.max_tickets).finish_non_exhaustive()
+    }
+}
+
+impl ClientSessionStore for LoopSessions {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.with(&server_name, |s| s.kx_hint = Some(group));
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.with(server_name, |s| s.kx_hint)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.with(&server_name, |s| s.tls12 = Some(value));
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.with(server_name, |s| s.tls12.clone())
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.with(server_name, |s| s.tls12 = None);
+    }
+
+    fn insert_tls13_ticket(&self, server_name: ServerName<'static>, value: Tls13ClientSessionValue) {
+        let max = self.max_tickets;
+        self.with(&server_name, |s| {
+            if s.tls13.len() >= max {
+                s.tls13.pop_front();
+            }
+            s.tls13.push_back(value);
+        });
+    }
+
+    fn take_tls13_ticket(&self, server_name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        // The newest: the least likely to have expired.
+        self.with(server_name, |s| s.tls13.pop_back())
+    }
+}

@@ -10,15 +10,19 @@
 #      message when its previous one came back to it, PIPELINE in flight:
 #      deliveries per second, every delivery checked (once, in order, intact);
 #   2. open loop at one fixed rate for all servers, below every knee:
-#      RATE_FRACTION (0.5) of the slowest server's closed-loop median from
-#      phase 1 of this very run: delivery latency p50/p99 from each message's
-#      intended send time.
+#      FIXED_DELIVERIES (100,000) deliveries/s, i.e. FIXED_DELIVERIES /
+#      SUBSCRIBERS messages published per second (100 msgs/s to a room of
+#      1,000), or RATE_FRACTION (0.5) of the slowest server's closed-loop
+#      median from phase 1 of this very run if that is lower: delivery
+#      latency p50/p99 from each message's intended send time.
+# The table's last column is wsloop's closed-loop figure over the best Rust
+# peer's (fastwebsockets, tokio-tungstenite; minimal is the ceiling, not a peer).
 # With 10,000 subscribers loadgen reads 10,000 sockets per message, and on
 # two cores it can be the limit: the table shows both sides' busy figures.
 #
 # Usage: scripts/bench-broadcast.sh
 # Environment: RUNS (3), DURATION (2s), WARMUP (500ms), SUBSCRIBERS ("100 1000 10000"),
-#   SIZES ("64 512"), PUBLISHERS (1), PIPELINE (1), RATE_FRACTION (0.5),
+#   SIZES ("64 512"), PUBLISHERS (1), PIPELINE (1), FIXED_DELIVERIES (100000), RATE_FRACTION (0.5),
 #   SERVERS ("wsloop-broadcast minimal-broadcast fastwebsockets-broadcast tokio-tungstenite-broadcast").
 # Output: the machine, one table, target/bench-broadcast/results.json (every
 # run's loadgen report). Exits 1 (after the table) if any loadgen run failed.
@@ -35,6 +39,7 @@ sizes=${SIZES:-64 512}
 publishers=${PUBLISHERS:-1}
 pipeline=${PIPELINE:-1}
 fraction=${RATE_FRACTION:-0.5}
+fixed_deliveries=${FIXED_DELIVERIES:-100000}
 servers=${SERVERS:-wsloop-broadcast minimal-broadcast fastwebsockets-broadcast tokio-tungstenite-broadcast}
 out=target/bench-broadcast
 mkdir -p "$out"
@@ -102,17 +107,17 @@ for subscribers in $room_sizes; do
       done
     done
     # The fixed rate: a fraction of the slowest server's closed-loop median (messages published per second).
-    rate=$(python3 - "$out" "$subscribers" "$size" "$fraction" $servers <<'PY'
+    rate=$(python3 - "$out" "$subscribers" "$size" "$fraction" "$fixed_deliveries" $servers <<'PY'
 import glob, json, statistics, sys
-out, subscribers, size, fraction, servers = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5:]
+out, subscribers, size, fraction, fixed, servers = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), sys.argv[6:]
 medians = []
 for server in servers:
     runs = [json.load(open(p)) for p in glob.glob(f"{out}/closed-{server}-{subscribers}-{size}-*.json")]
     medians.append(statistics.median(r["broadcast"]["published_per_s"] for r in runs))
-print(max(1, int(min(medians) * fraction)))
+print(max(1, int(min(fixed / int(subscribers), min(medians) * fraction))))
 PY
 )
-    echo "  rate for $subscribers subscribers, $size B: $rate msgs/s ($fraction of the slowest closed-loop median)"
+    echo "  rate for $subscribers subscribers, $size B: $rate msgs/s ($((rate * subscribers)) deliveries/s: $fixed_deliveries/s, or $fraction of the slowest closed-loop median if lower)"
     for run in $(seq "$runs"); do
       for server in $servers; do
         measure "rate-$server-$subscribers-$size-$run" "$server" "$subscribers" "$size" "$run" rate --rate "$rate"
@@ -134,11 +139,14 @@ med = lambda xs: statistics.median(xs) if xs else None
 print(f"\nFan-out, 1 room, {reports[0]['settings']['publishers']} publisher(s), binary; server on CPU 0, loadgen on CPU 1; "
       f"median of {runs} interleaved rounds ({datetime.date.today()}, {os.cpu_count()} x {cpu}; {elapsed} s)\n")
 print("| subscribers | size | server | deliveries/s (closed loop) | vs wsloop | server core busy | loadgen busy "
-      "| fixed rate, deliveries/s | p50 us | p99 us | errors |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+      "| fixed rate, deliveries/s | p50 us | p99 us | errors | wsloop / best Rust peer |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+peers = ("fastwebsockets-broadcast", "tokio-tungstenite-broadcast")
 summary, notes = [], []
 for subscribers, size in sorted({(k[0], k[1]) for k in cells}):
     base = None
+    peer_best = max((med([r["broadcast"]["deliveries_per_s"] for r in cells[(subscribers, size, p, "closed")]])
+                     for p in peers if (subscribers, size, p, "closed") in cells), default=None)
     for server in [s for s in order if (subscribers, size, s, "closed") in cells]:
         closed = cells[(subscribers, size, server, "closed")]
         rate = cells.get((subscribers, size, server, "rate"), [])
@@ -155,11 +163,13 @@ for subscribers, size in sorted({(k[0], k[1]) for k in cells}):
                "closed_runs": [r["broadcast"]["deliveries_per_s"] for r in closed],
                "fixed_rate_msgs_per_s": rate[0]["settings"]["rate_per_s"] if rate else None,
                "fixed_deliveries_per_s": fixed, "p50_us": p50, "p99_us": p99,
-               "p99_runs": [r["latency_us"]["p99"] for r in rate], "errors": errors}
+               "p99_runs": [r["latency_us"]["p99"] for r in rate], "errors": errors,
+               "wsloop_vs_best_peer": per_s / peer_best if server.startswith("wsloop") and peer_best else None}
         summary.append(row)
         f = lambda x, spec: format(x, spec) if x is not None else "-"
         print(f"| {subscribers:,} | {size} B | {server} | {per_s:,.0f} | {f(row['vs_wsloop'], '.2f')}x | {f(busy, '.0%')} "
-              f"| {lbusy:.0%} | {f(fixed, ',.0f')} | {f(p50, ',.0f')} | {f(p99, ',.0f')} | {errors} |")
+              f"| {lbusy:.0%} | {f(fixed, ',.0f')} | {f(p50, ',.0f')} | {f(p99, ',.0f')} | {errors} "
+              f"| {f(row['wsloop_vs_best_peer'], '.2f') + 'x' if row['wsloop_vs_best_peer'] else ''} |")
         if lbusy >= 0.9:
             notes.append(f"{server}, {subscribers} subscribers, {size} B: loadgen was saturated ({lbusy:.0%}): "
                          "the closed-loop figure is loadgen's as much as the server's")

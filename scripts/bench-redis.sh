@@ -121,7 +121,7 @@ for name, lats in rows.items():
     m["count"] = sum(l["count"] for l in lats)
     summary[name] = m
     print(f"| {name} | {m['count']:,} | {m['p50']:,.0f} | {m['p90']:,.0f} | {m['p99']:,.0f} | {m['p99_9']:,.0f} | {m['max']:,.0f} |")
-base, remote, local = rows.values()
+base, local, remote = rows.values()
 diff = {p: med([r[p] - b[p] for r, b in zip(remote, base)]) for p in ("p50", "p99")}
 diff_same = {p: med([r[p] - l[p] for r, l in zip(remote, local)]) for p in ("p50", "p99")}
 errors = sum(r["errors"]["total"] for r in one + two)

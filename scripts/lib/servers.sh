@@ -136,6 +136,10 @@ start_server() {
 start_process() {
   local log=$1
   shift
+  # Created here, not only by the background redirection: that happens in
+  # the child, which may not have run yet when listen_addr first reads it
+  # (sed on a missing file fails, and set -e ends the script).
+  : >"$log"
   "$@" >"$log" 2>&1 &
   SERVER_PID=$!
   SERVER_ADDR=""

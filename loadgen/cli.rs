@@ -103,7 +103,9 @@ pub enum Mode {
     /// latency counts from each message's intended send time. The latency benchmark.
     Rate,
     /// Open the connections and hold them for --duration, pinging every
-    /// --ping-interval. The c10k test.
+    /// --ping-interval. The c10k test. Data messages that carry a valid stamp
+    /// (such as a `loadgen publish` reaching them) are counted as deliveries
+    /// and timed from the stamp.
     Idle,
     /// Connect, exchange one message, close, repeat, on --connections slots.
     /// The handshake benchmark.
@@ -130,10 +132,17 @@ impl Mode {
 
 /// A WebSocket load generator that tells the truth about latency.
 ///
-/// Opens --connections to a WebSocket echo server, drives them in one of four
+/// Opens --connections to a WebSocket echo server, drives them in one of five
 /// modes, checks every echo byte for byte, and reports throughput, latency
 /// percentiles (from each message's intended send time) and errors by kind,
 /// e.g. `loadgen ws://127.0.0.1:9001/ -c 500 -d 10s`.
+///
+/// Several URLs spread the connections round-robin over them (connection i
+/// to URL i mod N), e.g. over wsloop processes that share rooms through Redis.
+///
+/// `loadgen publish [URL] --room ROOM --token T` instead sends one stamped
+/// POST /publish/ROOM and prints the answer (see `loadgen publish --help`);
+/// idle-mode connections time its arrival.
 ///
 /// Exit status: 0 success; 1 if the target cannot be reached, errors exceed
 /// --max-errors or the machine's limits do not allow the run; 2 on bad
@@ -143,12 +152,16 @@ impl Mode {
 #[command(name = "loadgen", version)]
 pub struct Cli {
     /// Target, ws://HOST:PORT/PATH or wss://HOST:PORT/PATH [default: ws://127.0.0.1:9001/].
+    /// Several URLs: connection i goes to URL i mod N (e.g. several wsloop
+    /// processes sharing rooms through Redis; in broadcast mode they must all
+    /// have the same path; all ws:// or all wss:// to one host name).
     #[arg(value_name = "URL")]
-    pub target: Option<String>,
+    pub target: Vec<String>,
 
-    /// The target as a flag, instead of the URL argument (not both).
+    /// The target as a flag, instead of the URL argument (not both);
+    /// repeatable, like several URL arguments. LOADGEN_URL holds one URL.
     #[arg(long, env = "LOADGEN_URL")]
-    pub url: Option<String>,
+    pub url: Vec<String>,
 
     /// Whether `--url` was on the command line rather than in LOADGEN_URL:
     /// a URL argument beside `--url` is an error, beside the variable it wins.
@@ -304,14 +317,12 @@ pub struct Cli {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub mode: Mode,
-    /// The URL as given (argument, --url or LOADGEN_URL), for the report.
+    /// The first target's URL as given (argument, --url or LOADGEN_URL), for the report.
     pub url: String,
-    /// The parsed URL, for the request line and Host header.
-    pub uri: Uri,
-    /// `wss://`: how to speak TLS; `None` for `ws://`.
+    /// Every target, in the order given: connection `i` goes to target `i % targets.len()`.
+    pub targets: Vec<Target>,
+    /// `wss://`: how to speak TLS (to every target); `None` for `ws://`.
     pub tls: Option<TlsSettings>,
-    /// The address it resolved to.
-    pub target: SocketAddr,
     pub connections: u64,
     /// Event loops, one per thread.
     pub threads: usize,
@@ -342,6 +353,44 @@ pub struct Settings {
     pub hgrm: Option<PathBuf>,
     /// How to show the live line (decided from --quiet, --progress and whether stderr is a terminal).
     pub progress: ProgressOutput,
+}
+
+/// One server to connect to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The URL as given.
+    pub url: String,
+    /// The parsed URL, for the request line and Host header.
+    pub uri: Uri,
+    /// The address it resolved to.
+    pub addr: SocketAddr,
+    /// `wss://`.
+    pub secure: bool,
+    /// The host, brackets of an IPv6 literal removed: what TLS checks.
+    pub host: String,
+}
+
+impl Target {
+    /// Parses and resolves `url`; `Err` is a one-line reason.
+    fn resolve(url: String) -> Result<Target, String> {
+        let uri: Uri = url.parse().map_err(|e| format!("URL {url:?} is not a URL: {e}"))?;
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => return Err(format!("URL {url:?} must start with ws:// or wss://")),
+        };
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| format!("URL {url:?} has no host"))?;
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        // Brackets around an IPv6 literal are URL syntax, not part of the address.
+        let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']');
+        let addr = (host_for_lookup, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host} resolves to no address"))?;
+        let host = host_for_lookup.to_string();
+        Ok(Target { url, uri, addr, secure, host })
+    }
 }
 
 impl Cli {
@@ -433,30 +482,38 @@ impl Cli {
     /// returns the run's settings; `Err` is a one-line reason (exit 2).
     pub fn into_settings(self, stderr_is_terminal: bool) -> Result<Settings, String> {
         let layout = self.layout()?;
-        let url = match (&self.target, &self.url) {
-            (Some(_), Some(_)) if self.url_on_command_line => {
+        let urls = match (self.target.is_empty(), self.url.is_empty()) {
+            (false, false) if self.url_on_command_line => {
                 return Err("the URL is given twice: as an argument and with --url; give one".into())
             }
             // The argument comes from the command line, which beats LOADGEN_URL.
-            (Some(url), _) | (None, Some(url)) => url.clone(),
-            (None, None) => DEFAULT_URL.to_string(),
+            (false, _) => self.target.clone(),
+            (true, false) => self.url.clone(),
+            (true, true) => vec![DEFAULT_URL.to_string()],
         };
-        let uri: Uri = url.parse().map_err(|e| format!("URL {url:?} is not a URL: {e}"))?;
-        let secure = match uri.scheme_str() {
-            Some("ws") => false,
-            Some("wss") => true,
-            _ => return Err(format!("URL {url:?} must start with ws:// or wss://")),
-        };
-        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| format!("URL {url:?} has no host"))?;
-        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-        // Brackets around an IPv6 literal are URL syntax, not part of the address.
-        let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']');
-        let tls = self.tls_settings(secure, host_for_lookup)?;
-        let target = (host_for_lookup, port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{host} resolves to no address"))?;
+        let targets = urls.into_iter().map(Target::resolve).collect::<Result<Vec<_>, _>>()?;
+        let first = &targets[0];
+        let secure = first.secure;
+        if let Some(other) = targets.iter().find(|t| t.secure != secure || t.host != first.host) {
+            return Err(format!(
+                "every URL must be ws:// or every one wss:// to one host name: {} and {} differ",
+                first.url, other.url
+            ));
+        }
+        let tls = self.tls_settings(secure, &first.host)?;
+        if layout.is_some() {
+            // A room is named by the path (the server ignores the query): every
+            // process must be asked for the same one.
+            if let Some(other) = targets.iter().find(|t| t.uri.path() != first.uri.path()) {
+                return Err(format!(
+                    "in broadcast mode every URL names the same room: {} and {} have different paths",
+                    first.url, other.url
+                ));
+            }
+        }
+        if targets.len() as u64 > self.connections {
+            return Err(format!("{} URLs are more than --connections {}", targets.len(), self.connections));
+        }
 
         let encoding = if self.text { Encoding::Text } else { Encoding::Binary };
         let min_size = if self.mode == Mode::Idle { 0 } else { encoding.stamp_len() };
@@ -491,7 +548,7 @@ impl Cli {
         if self.threads > 1024 {
             return Err("--threads is above 1024".into());
         }
-        if self.source_ip.iter().any(|ip| ip.is_ipv4() != target.is_ipv4()) {
+        if self.source_ip.iter().any(|ip| targets.iter().any(|t| ip.is_ipv4() != t.addr.is_ipv4())) {
             return Err("--source-ip must be of the same family (IPv4/IPv6) as the target".into());
         }
         if let (Some(rate), None) = (self.rate, layout) {
@@ -510,10 +567,9 @@ impl Cli {
         };
         Ok(Settings {
             mode: self.mode,
-            url,
-            uri,
+            url: first.url.clone(),
+            targets,
             tls,
-            target,
             connections: self.connections,
             threads: self.threads as usize,
             connect_rate: self.connect_rate,
@@ -541,6 +597,12 @@ impl Cli {
 }
 
 impl Settings {
+    /// The target of connection `id`: connections go round-robin over the URLs.
+    #[inline]
+    pub fn target_index(&self, id: u32) -> usize {
+        id as usize % self.targets.len()
+    }
+
     /// One line describing the run, for the summary's first line.
     pub fn describe(&self) -> String {
         use wsloop::units::format_duration;
@@ -571,10 +633,11 @@ impl Settings {
             Some(n) => format!("{n} messages (at most {})", format_duration(self.duration)),
             None => format_duration(self.duration),
         };
+        let urls: Vec<&str> = self.targets.iter().map(|t| t.url.as_str()).collect();
         format!(
             "{} {}: {} connections ({threads}), {workload}, {length} after {} warm-up",
             self.mode.as_str(),
-            self.url,
+            urls.join(" "),
             self.connections,
             format_duration(self.warmup)
         )
@@ -629,7 +692,8 @@ mod tests {
         assert_eq!(s.mode, Mode::Echo);
         assert_eq!(s.size, 512);
         assert_eq!(s.connections, 100);
-        assert_eq!(s.target, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(s.targets[0].addr, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(s.targets.len(), 1);
         assert_eq!(s.progress, ProgressOutput::Off);
     }
 
@@ -638,20 +702,62 @@ mod tests {
     #[test]
     fn the_url_is_an_argument_or_a_flag() {
         let s = settings(&["ws://127.0.0.1:9100/a", "-c", "5"]).unwrap();
-        assert_eq!((s.target.port(), s.url.as_str(), s.connections), (9100, "ws://127.0.0.1:9100/a", 5));
+        assert_eq!((s.targets[0].addr.port(), s.url.as_str(), s.connections), (9100, "ws://127.0.0.1:9100/a", 5));
         let s = settings(&["-c", "5", "ws://127.0.0.1:9101/"]).unwrap();
-        assert_eq!(s.target.port(), 9101);
+        assert_eq!(s.targets[0].addr.port(), 9101);
         let s = settings(&["--url", "ws://127.0.0.1:9102/"]).unwrap();
-        assert_eq!(s.target.port(), 9102);
+        assert_eq!(s.targets[0].addr.port(), 9102);
         let both = settings(&["ws://127.0.0.1:9103/", "--url", "ws://127.0.0.1:9104/"]).unwrap_err();
         assert!(both.contains("twice"), "{both}");
-        assert!(settings(&["ws://127.0.0.1:9105/", "ws://127.0.0.1:9106/"]).is_err(), "two arguments");
         // A URL in LOADGEN_URL (not on the command line) gives way to the argument.
         let mut cli = Cli::try_parse_args(["loadgen", "ws://127.0.0.1:9107/"]).unwrap();
         assert!(!cli.url_on_command_line);
-        cli.url = Some("ws://127.0.0.1:9108/".into());
-        assert_eq!(cli.into_settings(false).unwrap().target.port(), 9107);
+        cli.url = vec!["ws://127.0.0.1:9108/".into()];
+        assert_eq!(cli.into_settings(false).unwrap().targets[0].addr.port(), 9107);
         assert!(Cli::try_parse_args(["loadgen", "--url", "ws://127.0.0.1:9109/"]).unwrap().url_on_command_line);
+    }
+
+    /// Several targets: URL arguments or a repeated --url (not both), in
+    /// order; connection i goes to target i mod N; in broadcast mode they
+    /// must name the same room.
+    #[test]
+    fn several_targets_in_order() {
+        let ports = |s: &Settings| s.targets.iter().map(|t| t.addr.port()).collect::<Vec<_>>();
+        let s = settings(&["ws://127.0.0.1:9105/", "ws://127.0.0.1:9106/x", "-c", "5"]).unwrap();
+        assert_eq!(ports(&s), [9105, 9106]);
+        assert_eq!(s.url, "ws://127.0.0.1:9105/");
+        assert_eq!((0..5).map(|id| s.target_index(id)).collect::<Vec<_>>(), [0, 1, 0, 1, 0]);
+        assert!(s.describe().contains("ws://127.0.0.1:9105/ ws://127.0.0.1:9106/x"), "{}", s.describe());
+        let s = settings(&[
+            "--url",
+            "ws://127.0.0.1:9107/",
+            "--url",
+            "ws://127.0.0.1:9108/",
+            "--url",
+            "ws://127.0.0.1:9107/",
+        ])
+        .unwrap();
+        assert_eq!(ports(&s), [9107, 9108, 9107]);
+        let mixed = settings(&["ws://127.0.0.1:9105/", "--url", "ws://127.0.0.1:9106/"]).unwrap_err();
+        assert!(mixed.contains("twice"), "{mixed}");
+        assert!(settings(&["ws://127.0.0.1:1/", "ws://127.0.0.1:2/", "ws://127.0.0.1:3/", "-c", "2"])
+            .unwrap_err()
+            .contains("more than --connections"));
+        assert!(settings(&["ws://127.0.0.1:1/", "wss://127.0.0.1:2/"]).is_err(), "every URL is checked");
+        assert!(settings(&["wss://127.0.0.1:1/", "wss://localhost:2/"]).is_err(), "one host name for TLS");
+        let both = settings(&["wss://127.0.0.1:1/", "wss://127.0.0.1:2/", "-c", "2"]).unwrap();
+        assert_eq!((both.targets.len(), both.tls.is_some()), (2, true), "several wss:// URLs to one host");
+        // Broadcast: one room on every process.
+        let b = |urls: &[&str]| {
+            let mut args = vec!["--mode", "broadcast", "-c", "4"];
+            args.extend_from_slice(urls);
+            settings(&args)
+        };
+        assert!(b(&["ws://127.0.0.1:1/feed?x=1", "ws://127.0.0.1:2/feed?x=1"]).is_ok());
+        assert!(b(&["ws://127.0.0.1:1", "ws://127.0.0.1:2/"]).is_ok(), "an empty path is /");
+        let other_room = b(&["ws://127.0.0.1:1/feed", "ws://127.0.0.1:2/other"]).unwrap_err();
+        assert!(other_room.contains("same room"), "{other_room}");
+        assert!(b(&["ws://127.0.0.1:1/feed", "ws://127.0.0.1:2/feed?x=1"]).is_ok(), "the server ignores the query");
     }
 
     /// Where the live line goes: redrawn on a terminal, a line per tick in a log.
@@ -738,7 +844,7 @@ mod tests {
     #[test]
     fn wss_urls_and_tls_flags() {
         let s = settings(&["wss://127.0.0.1/chat"]).unwrap();
-        assert_eq!(s.target.port(), 443, "wss:// defaults to 443");
+        assert_eq!(s.targets[0].addr.port(), 443, "wss:// defaults to 443");
         let tls = s.tls.expect("TLS settings for wss://");
         assert_eq!(
             (tls.resume, tls.version, tls.trust.as_str()),
@@ -761,8 +867,8 @@ mod tests {
     #[test]
     fn headers_and_url_parts() {
         let s = settings(&["--url", "ws://localhost:8080/chat?room=1", "-H", "Authorization: Bearer x"]).unwrap();
-        assert_eq!(s.target.port(), 8080);
-        assert_eq!(s.uri.path_and_query().unwrap().as_str(), "/chat?room=1");
+        assert_eq!(s.targets[0].addr.port(), 8080);
+        assert_eq!(s.targets[0].uri.path_and_query().unwrap().as_str(), "/chat?room=1");
         assert_eq!(s.headers, vec![("Authorization".to_string(), "Bearer x".to_string())]);
     }
 }

@@ -81,8 +81,11 @@ pub struct Context {
     /// The payload every data message carries (stamp area aside); empty in idle mode.
     pub payload: Vec<u8>,
     /// The handshake request every connection sends (with its own key):
-    /// one per room in broadcast mode, else one.
+    /// one per target and room (broadcast mode), else one per target; see
+    /// [`Context::request`].
     pub requests: Vec<RequestTemplate>,
+    /// Targets (URLs) the connections are spread over: connection `id` goes to `id % targets`.
+    pub targets: usize,
     /// `wss://`: the loop's TLS configuration and session store; `None` for `ws://`.
     pub tls: Option<TlsClient>,
     /// The loop's figures.
@@ -103,6 +106,15 @@ pub struct Context {
     pub connecting: usize,
     /// The loop is closing everything: a close from the server is the reply, not a fault.
     pub closing_all: bool,
+}
+
+impl Context {
+    /// The request connection `id`, a member of room `room`, sends: its
+    /// target's (`id % targets`) for that room.
+    fn request(&self, id: u32, room: u32) -> &RequestTemplate {
+        let rooms = self.requests.len() / self.targets.max(1);
+        &self.requests[(id as usize % self.targets.max(1)) * rooms + room as usize]
+    }
 }
 
 /// What the loop should do with a connection after a call.
@@ -513,7 +525,7 @@ impl Client {
     /// Sends the upgrade request (TCP, or TLS, is up since `tcp_up_ns`);
     /// `early` is what the server sent already (nothing, from a sane one).
     fn start_handshake(&mut self, tcp_up_ns: u64, early: Vec<u8>, cx: &mut Context) -> Step {
-        let request = cx.requests[self.sub.room as usize].instantiate();
+        let request = cx.request(self.id, self.sub.room).instantiate();
         self.state = State::Handshaking(Box::new(Handshaking {
             request: request.bytes,
             written: 0,
@@ -568,7 +580,7 @@ impl Client {
                             }
                         }
                     }
-                    let offered = cx.requests[self.sub.room as usize].offered();
+                    let offered = cx.request(self.id, self.sub.room).offered();
                     match handshake::check_response(&hs.response, &hs.expected_accept, offered) {
                         Ok(None) if n < cx.rx.len() => return Step::Keep,
                         Ok(None) => continue,
@@ -1213,6 +1225,18 @@ impl<'a> Receive<'a> {
         verdict == Verdict::OutOfOrder
     }
 
+    /// Idle mode: a stamped message (a publish reaching this connection),
+    /// timed from its stamp's intended time, whenever it comes.
+    fn idle_delivery(&mut self, stamp: Stamp) {
+        let idle = &mut self.stats.idle;
+        metrics::record(&mut idle.latency, self.basis.now_ns.saturating_sub(stamp.intended_ns));
+        // An idle connection has no room: its subscriber record only counts what it got.
+        self.sub.received += 1;
+        if self.sub.received == 1 {
+            idle.connections_reached += 1;
+        }
+    }
+
     /// An intact message, counted and, if intended in the window, timed.
     #[inline]
     fn measure(&mut self, stamp: Stamp) {
@@ -1222,7 +1246,12 @@ impl<'a> Receive<'a> {
         if window.contains(stamp.intended_ns) {
             self.stats.received += 1;
             self.stats.bytes_received += payload_len;
-            metrics::record(&mut self.stats.latency, now_ns.saturating_sub(stamp.intended_ns));
+            let latency = now_ns.saturating_sub(stamp.intended_ns);
+            metrics::record(&mut self.stats.latency, latency);
+            if !self.stats.by_target.is_empty() {
+                let targets = self.stats.by_target.len();
+                metrics::record(&mut self.stats.by_target[self.id as usize % targets], latency);
+            }
             if uncorrected {
                 metrics::record(&mut self.stats.uncorrected, now_ns.saturating_sub(stamp.sent_ns));
             }
@@ -1251,9 +1280,13 @@ impl Handler for Receive<'_> {
         match echo {
             Echo::Intact(stamp) if self.basis.mode == Mode::Broadcast => self.delivery(stamp),
             Echo::Intact(stamp) if self.basis.mode != Mode::Idle => self.intact(stamp),
-            Echo::Intact(_) => {
-                let id = self.id;
-                self.corrupt_with(|| format!("connection {id}: data message in idle mode"))
+            Echo::Intact(stamp) => self.idle_delivery(stamp),
+            Echo::Corrupt(why) if self.basis.mode == Mode::Idle => {
+                let idle = &mut self.stats.idle;
+                idle.unstamped += 1;
+                if idle.first_unstamped.is_none() {
+                    idle.first_unstamped = Some(format!("connection {}: {why}", self.id));
+                }
             }
             Echo::Corrupt(why) => {
                 let (id, expected) = (self.id, self.seq.expected);

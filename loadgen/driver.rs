@@ -41,7 +41,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use wsloop::{
     clock::monotonic_ns,
-    sys::{receive_buffer, CpuTime, Readiness, TokenMap, EVENTS_CAPACITY},
+    sys::{latency_histogram, receive_buffer, CpuTime, Readiness, TokenMap, EVENTS_CAPACITY},
     wire,
 };
 
@@ -335,6 +335,7 @@ impl<S: SampleSink> Driver<S> {
             connect_timeout_ns: settings.connect_timeout.as_nanos() as u64,
             payload,
             requests: common.requests.clone(),
+            targets: settings.targets.len(),
             // Each loop its own TLS configuration: its own session store.
             tls: settings
                 .tls
@@ -342,7 +343,13 @@ impl<S: SampleSink> Driver<S> {
                 .map(|tls| tls.client(share.connections))
                 .transpose()
                 .map_err(io::Error::other)?,
-            stats: Stats::default(),
+            stats: Stats {
+                by_target: match settings.targets.len() {
+                    1 => Vec::new(),
+                    n => (0..n).map(|_| latency_histogram()).collect(),
+                },
+                ..Stats::default()
+            },
             rx: receive_buffer(),
             out: Vec::new(),
             now_ns: now,
@@ -594,14 +601,19 @@ impl<S: SampleSink> Driver<S> {
                 self.to_open -= 1;
             }
             let id = (self.created as u32).wrapping_mul(settings.threads as u32).wrapping_add(self.share.index as u32);
+            // Connection `id` goes to target `id % T`; the sources rotate over
+            // the connections of each target (`id / T`), so that every target
+            // gets every source address, each with its own ephemeral ports.
+            let target = settings.target_index(id);
             let source = match settings.source_ips.len() {
                 0 => None,
-                n => Some(settings.source_ips[(self.created as usize + self.share.index) % n]),
+                n => Some(settings.source_ips[(id as usize / settings.targets.len()) % n]),
             };
             self.created += 1;
             let entry = self.clients.vacant_entry();
             let token = CLIENTS.token(entry.key());
-            match Client::connect(settings.target, source, id, token, self.poll.registry(), &mut self.cx) {
+            match Client::connect(settings.targets[target].addr, source, id, token, self.poll.registry(), &mut self.cx)
+            {
                 Ok(client) => {
                     entry.insert(client);
                 }

@@ -17,7 +17,7 @@ use tungstenite::protocol::frame::{
     coding::{Control, Data, OpCode},
     FrameHeader,
 };
-use wsloop::wire::{Encoding, Stamp, WireError};
+use wsloop::wire::{filler, Encoding, Stamp, WireError};
 
 /// Largest control frame payload (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -31,8 +31,30 @@ pub struct Expected<'a> {
     /// How the stamp is written.
     pub encoding: Encoding,
     /// The payload as sent, stamp area aside ([`wsloop::wire::payload_template`]).
-    /// Empty when no data messages are expected (idle mode).
+    /// Empty in idle mode, where no echo is expected: any data message is
+    /// then checked as a stamped payload of any length ([`Expected::any`]).
     pub payload: &'a [u8],
+}
+
+impl Expected<'_> {
+    /// Idle mode: a data message is intact if it is a stamp (in the
+    /// encoding its opcode says: hex for text, raw for binary) followed by
+    /// the filler ([`wsloop::wire::filler`]), of whatever length; that is
+    /// what `loadgen publish` (or a broadcast publisher) sends.
+    #[inline]
+    pub fn any(&self) -> bool {
+        self.payload.is_empty()
+    }
+
+    /// The encoding of a message's stamp: the run's, or in idle mode its opcode's.
+    #[inline]
+    fn encoding_of(&self, is_text: bool) -> Encoding {
+        match (self.any(), is_text) {
+            (false, _) => self.encoding,
+            (true, true) => Encoding::Text,
+            (true, false) => Encoding::Binary,
+        }
+    }
 }
 
 /// A complete data message, checked.
@@ -313,10 +335,15 @@ impl Inbound {
             Frame::Data => {
                 let offset = usize::try_from(self.message_len).unwrap_or(usize::MAX);
                 self.message_len += chunk.len() as u64;
-                let stamp_len = expected.encoding.stamp_len().min(expected.payload.len());
+                let encoding = expected.encoding_of(self.is_text);
+                let stamp_len = if expected.any() {
+                    encoding.stamp_len()
+                } else {
+                    encoding.stamp_len().min(expected.payload.len())
+                };
                 let mut chunk_at = 0;
                 if offset == 0 && chunk.len() >= stamp_len && stamp_len > 0 {
-                    self.decoded = Some(Stamp::read(expected.encoding, &chunk[..stamp_len]));
+                    self.decoded = Some(Stamp::read(encoding, &chunk[..stamp_len]));
                     chunk_at = stamp_len;
                 } else if offset < stamp_len {
                     let n = (stamp_len - offset).min(chunk.len());
@@ -324,6 +351,12 @@ impl Inbound {
                     chunk_at = n;
                 }
                 let start = offset + chunk_at;
+                if expected.any() {
+                    if !is_filler(&chunk[chunk_at..], encoding, start) {
+                        self.mismatch = true;
+                    }
+                    return;
+                }
                 let end = (offset + chunk.len()).min(expected.payload.len());
                 if start < end && chunk[chunk_at..chunk_at + (end - start)] != expected.payload[start..end] {
                     self.mismatch = true;
@@ -358,8 +391,16 @@ impl Inbound {
 
     #[inline]
     fn check_message(&mut self, expected: &Expected<'_>) -> Echo {
-        if expected.payload.is_empty() {
-            return Echo::Corrupt("unexpected data message");
+        if expected.any() {
+            let encoding = expected.encoding_of(self.is_text);
+            if self.message_len < encoding.stamp_len() as u64 {
+                return Echo::Corrupt("shorter than a stamp");
+            }
+            return match self.decoded.take().unwrap_or_else(|| Stamp::read(encoding, &self.stamp)) {
+                Err(_) => Echo::Corrupt("no valid stamp"),
+                Ok(_) if self.mismatch => Echo::Corrupt("not the filler after the stamp"),
+                Ok(stamp) => Echo::Intact(stamp),
+            };
         }
         if self.message_len != expected.payload.len() as u64 {
             return Echo::Corrupt("wrong length");
@@ -394,8 +435,19 @@ fn whole_message(header: &FrameHeader, payload_len: u64, header_len: usize) -> O
 /// as [`Inbound::check_message`] makes on a message assembled piece by piece.
 #[inline]
 fn check_whole(payload: &[u8], is_text: bool, expected: &Expected<'_>) -> Echo {
-    if expected.payload.is_empty() {
-        return Echo::Corrupt("unexpected data message");
+    if expected.any() {
+        let encoding = expected.encoding_of(is_text);
+        let stamp_len = encoding.stamp_len();
+        if payload.len() < stamp_len {
+            return Echo::Corrupt("shorter than a stamp");
+        }
+        return match Stamp::read(encoding, payload) {
+            Err(_) => Echo::Corrupt("no valid stamp"),
+            Ok(_) if !is_filler(&payload[stamp_len..], encoding, stamp_len) => {
+                Echo::Corrupt("not the filler after the stamp")
+            }
+            Ok(stamp) => Echo::Intact(stamp),
+        };
     }
     if payload.len() != expected.payload.len() {
         return Echo::Corrupt("wrong length");
@@ -411,6 +463,13 @@ fn check_whole(payload: &[u8], is_text: bool, expected: &Expected<'_>) -> Echo {
         Ok(stamp) => Echo::Intact(stamp),
         Err(_) => Echo::Corrupt("stamp damaged"),
     }
+}
+
+/// Whether `bytes`, found at payload offset `at` (past the stamp), are the
+/// filler [`wsloop::wire::payload_template`] puts there.
+#[inline]
+fn is_filler(bytes: &[u8], encoding: Encoding, at: usize) -> bool {
+    bytes.iter().enumerate().all(|(i, byte)| *byte == filler(encoding, at + i))
 }
 
 /// Byte equality of two short slices, without a call to `memcmp`.
@@ -562,6 +621,54 @@ mod tests {
         assert!(matches!(seen.echoes[2], Echo::Intact(_)));
         assert_eq!(seen.echoes[3], Echo::Corrupt("wrong opcode (text/binary)"));
         assert!(matches!(seen.echoes[4], Echo::Intact(_)));
+    }
+
+    /// Idle mode (an empty expected payload): any stamped message of any
+    /// length, text or binary, whole or in pieces; anything else is named.
+    #[test]
+    fn idle_mode_takes_any_stamped_message() {
+        let expected = Expected { encoding: Encoding::Binary, payload: &[] };
+        let mut stream = Vec::new();
+        stream.extend(frame(0x82, &message(Encoding::Binary, 32, 7)));
+        stream.extend(frame(0x81, &message(Encoding::Text, 700, 8)));
+        stream.extend(frame(0x82, &message(Encoding::Binary, 70_000, 9)));
+        // Fragmented, with a ping between.
+        let m = message(Encoding::Binary, 512, 10);
+        stream.extend(frame(0x02, &m[..20]));
+        stream.extend(frame(0x89, b"hb"));
+        stream.extend(frame(0x80, &m[20..]));
+        let mut filler = message(Encoding::Binary, 100, 11);
+        filler[90] ^= 1;
+        stream.extend(frame(0x82, &filler));
+        stream.extend(frame(0x82, &message(Encoding::Binary, 100, 12)[..31]));
+        stream.extend(frame(0x81, b"hello, not a stamp; hello, not a stamp; hello, not a stamp; hello!"));
+        stream.extend(frame(0x82, &message(Encoding::Text, 100, 13))); // a text stamp in a binary message
+        for piece in [1, 5, 33, 1000, usize::MAX] {
+            let seen = feed_in_pieces(&stream, piece.min(stream.len()), &expected);
+            let verdicts: Vec<Result<u64, &str>> = seen
+                .echoes
+                .iter()
+                .map(|e| match e {
+                    Echo::Intact(s) => Ok(s.seq),
+                    Echo::Corrupt(why) => Err(*why),
+                })
+                .collect();
+            assert_eq!(
+                verdicts,
+                [
+                    Ok(7),
+                    Ok(8),
+                    Ok(9),
+                    Ok(10),
+                    Err("not the filler after the stamp"),
+                    Err("shorter than a stamp"),
+                    Err("no valid stamp"),
+                    Err("no valid stamp"),
+                ],
+                "piece {piece}"
+            );
+            assert_eq!(seen.pings, [b"hb".to_vec()]);
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! - `tls`: `wss://`: rustls over the loop's sockets, the TLS flags, the
 //!   loop's session store.
 //! - `output`: stdout and stderr, where a closed pipe never ends the run.
+//! - `publish`: `loadgen publish`, one stamped `POST /publish/ROOM`.
 //!
 //! The payload layout it shares with servers is `wsloop::wire`.
 
@@ -40,6 +41,7 @@ mod metrics;
 mod output;
 mod plan;
 mod progress;
+mod publish;
 mod report;
 mod sys;
 mod tls;
@@ -78,7 +80,11 @@ const SPARE_FDS: u64 = 64;
 const TICK: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
-    let cli = Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|arg| arg == "publish") {
+        return ExitCode::from(publish::main(args));
+    }
+    let cli = Cli::try_parse_args(args).unwrap_or_else(|e| e.exit());
     let settings = match cli.into_settings(output::stderr_is_terminal()) {
         Ok(settings) => settings,
         Err(message) => {
@@ -99,11 +105,15 @@ fn main() -> ExitCode {
 /// Runs the whole test; `Err` is a one-line reason to exit 1 without a report.
 fn run(settings: Settings) -> Result<u8, String> {
     check_limits(&settings)?;
-    // One request per room (broadcast mode), else one for all.
+    // One request per target and room (broadcast mode), else one per target:
+    // target t's request for room r is number `t * rooms + r`.
     let rooms = settings.layout.map_or(1, |layout| layout.rooms);
-    let requests = (0..rooms)
-        .map(|room| {
-            let uri = broadcast::room_uri(&settings.uri, room, rooms)?;
+    let requests = settings
+        .targets
+        .iter()
+        .flat_map(|target| (0..rooms).map(move |room| (target, room)))
+        .map(|(target, room)| {
+            let uri = broadcast::room_uri(&target.uri, room, rooms)?;
             RequestTemplate::new(&uri, &settings.headers, &settings.subprotocols)
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -254,15 +264,28 @@ fn check_limits(settings: &Settings) -> Result<(), String> {
     }
     if let Some(ports) = ephemeral_ports() {
         let sources = settings.source_ips.len().max(1) as u64;
-        if settings.mode != Mode::Churn && settings.connections > ports * sources {
+        // Ports are per source address and per server address: connection i goes to target i mod T.
+        let (busiest, connections) = connections_per_address(settings);
+        if settings.mode != Mode::Churn && connections > ports * sources {
             return Err(format!(
-                "{} connections to one address need more than the {ports} local ports per source address \
-                 (net.ipv4.ip_local_port_range); add --source-ip 127.0.0.2 (and more)",
-                settings.connections
+                "{connections} connections to {busiest} need more than the {ports} local ports per source address \
+                 (net.ipv4.ip_local_port_range); add --source-ip 127.0.0.2 (and more)"
             ));
         }
     }
     Ok(())
+}
+
+/// The server address that gets the most connections, and how many
+/// (several URLs may name the same address).
+fn connections_per_address(settings: &Settings) -> (std::net::SocketAddr, u64) {
+    let targets = settings.targets.len() as u64;
+    let mut per_address = std::collections::BTreeMap::new();
+    for (i, target) in settings.targets.iter().enumerate() {
+        let share = settings.connections / targets + u64::from((i as u64) < settings.connections % targets);
+        *per_address.entry(target.addr).or_insert(0) += share;
+    }
+    per_address.into_iter().max_by_key(|(_, n)| *n).unwrap_or((settings.targets[0].addr, 0))
 }
 
 /// Size of the kernel's ephemeral port range, if readable.

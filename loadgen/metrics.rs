@@ -209,6 +209,44 @@ pub struct Stats {
     pub not_sent: u64,
     /// Broadcast: the losses judged at the end (the others are faults).
     pub fanout: Fanout,
+    /// Idle mode: what arrived besides pongs (a publish reaching the subscribers).
+    pub idle: IdleDeliveries,
+    /// With several targets: `latency` per target (connection `id` is
+    /// target `id % len`); empty with one, which the report then takes from `latency`.
+    pub by_target: Vec<Histogram<u64>>,
+}
+
+/// Idle mode's deliveries: data messages that carry a valid stamp
+/// (`wsloop::wire`), such as a `POST /publish` of `loadgen publish` reaching
+/// every held connection, counted whenever they arrive (the window does
+/// not apply: the publisher is outside this run).
+#[derive(Debug, Clone)]
+pub struct IdleDeliveries {
+    /// From each stamp's intended time to its arrival (the same clock on one host).
+    pub latency: Histogram<u64>,
+    /// Connections that received at least one.
+    pub connections_reached: u64,
+    /// Data messages that were not a stamped payload (not counted as deliveries, nor as errors).
+    pub unstamped: u64,
+    /// What the first of those looked like.
+    pub first_unstamped: Option<String>,
+}
+
+impl Default for IdleDeliveries {
+    fn default() -> Self {
+        IdleDeliveries { latency: latency_histogram(), connections_reached: 0, unstamped: 0, first_unstamped: None }
+    }
+}
+
+impl IdleDeliveries {
+    fn merge(&mut self, other: &IdleDeliveries) {
+        let _ = self.latency.add(&other.latency);
+        self.connections_reached += other.connections_reached;
+        self.unstamped += other.unstamped;
+        if self.first_unstamped.is_none() {
+            self.first_unstamped.clone_from(&other.first_unstamped);
+        }
+    }
 }
 
 /// `wss://`: what the measured handshakes negotiated (those whose latency
@@ -304,6 +342,8 @@ impl Default for Stats {
             close_timeouts: 0,
             not_sent: 0,
             fanout: Fanout::default(),
+            idle: IdleDeliveries::default(),
+            by_target: Vec::new(),
         }
     }
 }
@@ -403,6 +443,13 @@ impl Stats {
         self.close_timeouts += other.close_timeouts;
         self.not_sent += other.not_sent;
         self.fanout.merge(&other.fanout);
+        self.idle.merge(&other.idle);
+        if self.by_target.len() < other.by_target.len() {
+            self.by_target.resize_with(other.by_target.len(), latency_histogram);
+        }
+        for (mine, theirs) in self.by_target.iter_mut().zip(&other.by_target) {
+            let _ = mine.add(theirs);
+        }
     }
 }
 

@@ -35,8 +35,11 @@ pub struct Report {
     pub schema: &'static str,
     /// The workload (`echo`, `rate`, `idle`, `churn`).
     pub mode: &'static str,
-    /// The target as given.
+    /// The target as given (with several, the first).
     pub url: String,
+    /// Every target, in order: connection `i` went to target `i mod N`,
+    /// with the latency of what came back on that target's connections.
+    pub targets: Vec<TargetOut>,
     /// The run's parameters.
     pub settings: SettingsOut,
     /// Success, or why not.
@@ -58,6 +61,9 @@ pub struct Report {
     pub broadcast: Option<BroadcastOut>,
     /// Rate mode: round trip from the actual send time (what ignoring coordinated omission reports).
     pub latency_uncorrected_us: Option<Latency>,
+    /// Idle mode: stamped data messages that arrived (a publish reaching the
+    /// held connections); null in the other modes.
+    pub idle: Option<IdleOut>,
     /// Every error by kind.
     pub errors: Errors,
     /// loadgen's own CPU time.
@@ -131,6 +137,31 @@ pub struct TlsOut {
     pub versions: BTreeMap<&'static str, u64>,
     /// Handshakes by cipher suite (`"TLS13_AES_256_GCM_SHA384"`).
     pub cipher_suites: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetOut {
+    /// The URL as given.
+    pub url: String,
+    /// Connections planned for it (connection `i` goes to target `i mod N`).
+    pub connections: u64,
+    /// `latency_us` over the messages received on its connections
+    /// (broadcast: deliveries to its subscribers, whichever target published them).
+    pub latency_us: Latency,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IdleOut {
+    /// Data messages with a valid stamp and filler (`wsloop::wire`) received, whenever they arrived.
+    pub deliveries: u64,
+    /// Connections that received at least one.
+    pub connections_reached: u64,
+    /// From each stamp's intended time to its arrival (CLOCK_MONOTONIC: publisher on the same host).
+    pub latency_us: Latency,
+    /// Data messages that were not a stamped payload (neither deliveries nor errors).
+    pub unstamped: u64,
+    /// What the first of those looked like; null if none.
+    pub first_unstamped: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -401,6 +432,19 @@ impl Report {
             schema: SCHEMA,
             mode: s.mode.as_str(),
             url: s.url.clone(),
+            targets: s
+                .targets
+                .iter()
+                .enumerate()
+                .map(|(i, target)| {
+                    let n = s.targets.len() as u64;
+                    TargetOut {
+                        url: target.url.clone(),
+                        connections: s.connections / n + u64::from((i as u64) < s.connections % n),
+                        latency_us: Latency::from_histogram(stats.by_target.get(i).unwrap_or(&stats.latency)),
+                    }
+                })
+                .collect(),
             settings: SettingsOut {
                 connections: s.connections,
                 threads: s.threads,
@@ -503,6 +547,13 @@ impl Report {
                 }
             }),
             latency_uncorrected_us: s.rate.is_some().then(|| Latency::from_histogram(&stats.uncorrected)),
+            idle: (s.mode == Mode::Idle).then(|| IdleOut {
+                deliveries: stats.idle.latency.len(),
+                connections_reached: stats.idle.connections_reached,
+                latency_us: Latency::from_histogram(&stats.idle.latency),
+                unstamped: stats.idle.unstamped,
+                first_unstamped: stats.idle.first_unstamped.clone(),
+            }),
             errors: Errors {
                 total: stats.errors_total(),
                 connect_failures: stats.failures_total(),
@@ -593,6 +644,20 @@ impl Report {
         let _ = writeln!(out, "  {label}  {}{basis}", percentiles(&self.latency_us));
         if let Some(uncorrected) = &self.latency_uncorrected_us {
             let _ = writeln!(out, "  uncorrected  {}  (from actual send time)", percentiles(uncorrected));
+        }
+        if self.targets.len() > 1 {
+            for (i, target) in self.targets.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "  target {i:<5} {}  ({}, {} connections)",
+                    percentiles(&target.latency_us),
+                    target.url,
+                    group(target.connections)
+                );
+            }
+        }
+        if let Some(idle) = &self.idle {
+            Report::idle_lines(idle, self.connections.established, &mut out);
         }
         if let Some(b) = &self.broadcast {
             Report::broadcast_account(b, &mut out);
@@ -694,6 +759,35 @@ impl Report {
             group(b.deliveries),
             self.window_s,
         );
+    }
+
+    /// Idle mode's stamped deliveries (a publish reaching the held connections).
+    fn idle_lines(idle: &IdleOut, established: u64, out: &mut String) {
+        if idle.deliveries == 0 {
+            let _ = writeln!(out, "  deliveries   none (no stamped data message arrived)");
+        } else {
+            let l = &idle.latency_us;
+            let f = |us: f64| format_latency((us * 1e3) as u64);
+            let _ = writeln!(
+                out,
+                "  deliveries   {} stamped messages reached {} of {} connections: p50 {}  p99 {}  max {}  \
+                 (from the stamp's intended time)",
+                group(idle.deliveries),
+                group(idle.connections_reached),
+                group(established),
+                f(l.p50),
+                f(l.p99),
+                f(l.max)
+            );
+        }
+        if idle.unstamped > 0 {
+            let first = idle.first_unstamped.as_deref().unwrap_or("");
+            let _ = writeln!(
+                out,
+                "  unstamped    {} data messages without a valid stamp (first: {first})",
+                group(idle.unstamped)
+            );
+        }
     }
 
     /// Broadcast mode's account of the whole run, after the latency lines.

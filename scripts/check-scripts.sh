@@ -70,7 +70,7 @@ run ok limits scripts/limits.sh 100 || true
 run fail limits-impossible scripts/limits.sh 100000000 || true
 
 if [ "$(nproc)" -lt 2 ]; then
-  skipped+=("bench-echo.sh, bench-handshake.sh, bench-latency.sh, c10k.sh, syscalls.sh (they pin to CPUs 0 and 1)")
+  skipped+=("bench-echo.sh, bench-handshake.sh, bench-latency.sh, bench-broadcast.sh, c10k.sh, c100k.sh, bench-redis.sh, syscalls.sh (they pin to CPUs 0 and 1 or need both)")
 else
   run ok bench-echo SERVERS=wsloop RUNS=1 SIZES=512 DURATION=1s WARMUP=0 CONNECTIONS=20 scripts/bench-echo.sh &&
     shows bench-echo "Model name:" && shows bench-echo "| 512 B | wsloop |"
@@ -81,12 +81,23 @@ else
     scripts/bench-latency.sh && shows bench-latency "Model name:" && shows bench-latency "| 1k/s | wsloop |"
   run ok c10k ACTIVE=20 DURATION=1s WARMUP=0 RATE=2k scripts/c10k.sh 200 2 &&
     shows c10k "Model name:" && shows c10k "bytes per idle connection"
+  run ok bench-broadcast SERVERS=wsloop-broadcast RUNS=1 DURATION=1s WARMUP=0 SUBSCRIBERS=20 SIZES=64 \
+    scripts/bench-broadcast.sh && shows bench-broadcast "Model name:" && shows bench-broadcast "| 20 | 64 B | wsloop-broadcast |"
+  if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+    run ok bench-redis RUNS=1 DURATION=1s WARMUP=0 SUBSCRIBERS=10 RATE=50 scripts/bench-redis.sh &&
+      shows bench-redis "Model name:" && shows bench-redis "Redis adds"
+    run ok c100k CONNECTIONS=2000 HOLD=2 scripts/c100k.sh && shows c100k "Model name:" && shows c100k "lost 0"
+  else
+    skipped+=("bench-redis.sh and c100k.sh (no redis-server)")
+  fi
   if ! perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1; then
-    skipped+=("syscalls.sh (perf cannot count raw_syscalls:sys_enter here)")
+    skipped+=("syscalls.sh, syscalls-broadcast.sh (perf cannot count raw_syscalls:sys_enter here)")
   else
     run ok syscalls CONNECTIONS=10 SHORT=2000 LONG=6000 scripts/syscalls.sh wsloop &&
       shows syscalls "Model name:" && shows syscalls "syscalls per echoed message"
     run fail syscalls-unknown scripts/syscalls.sh no-such-server || true
+    run ok syscalls-broadcast SUBSCRIBERS=20 PUBLISHERS=2 PIPELINE=2 SHORT=1s LONG=2s scripts/syscalls-broadcast.sh &&
+      shows syscalls-broadcast "Model name:" && shows syscalls-broadcast "syscalls per delivery"
   fi
 fi
 
@@ -95,6 +106,8 @@ if command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null; t
   run ok callgrind PROFILE=release CONNECTIONS=4 SHORT=300 LONG=900 scripts/callgrind.sh wsloop &&
     shows callgrind "Model name:" && shows callgrind "instructions per echoed"
   run fail callgrind-unknown PROFILE=release scripts/callgrind.sh no-such-server || true
+  run ok callgrind-broadcast PROFILE=release SUBSCRIBERS=20 SHORT=1s LONG=2s scripts/callgrind-broadcast.sh &&
+    shows callgrind-broadcast "Model name:" && shows callgrind-broadcast "instructions per delivery"
   run ok callgrind-loadgen PROFILE=release CONNECTIONS=4 SHORT=300 LONG=900 scripts/callgrind-loadgen.sh \
     "$work/callgrind-loadgen" && shows callgrind-loadgen "Model name:" && shows callgrind-loadgen "per echoed message"
 else

@@ -5,6 +5,7 @@
 # Servers, by name:
 #   wsloop                        this project (release build)
 #   wsloop-no-latency             the same with --no-latency (what latency recording costs)
+#   wsloop-broadcast              the same with --mode broadcast (rooms by path, what the broadcast peers do)
 #   minimal                       peers/: the hand-rolled frame-echo ceiling (one mio loop)
 #   fastwebsockets                peers/: fastwebsockets on a tokio current_thread runtime
 #   tokio-tungstenite-4k          peers/: tokio-tungstenite, 4 KiB read buffer
@@ -27,7 +28,7 @@ TLS_DIR=${TLS_DIR:-$ROOT/target/test-tls}
 # is_peer NAME: whether server NAME comes from the peers/ crate.
 is_peer() {
   case "$1" in
-    wsloop | wsloop-no-latency) return 1 ;;
+    wsloop | wsloop-no-latency | wsloop-broadcast) return 1 ;;
     *) return 0 ;;
   esac
 }
@@ -100,6 +101,7 @@ server_command() {
   case "$1" in
     wsloop) echo "$ROOT/target/release/wsloop --listen 127.0.0.1:0 --max-connections 100000 --stats-interval 0" ;;
     wsloop-no-latency) echo "$(server_command wsloop) --no-latency" ;;
+    wsloop-broadcast) echo "$(server_command wsloop) --mode broadcast" ;;
     minimal) echo "$peers/peer-minimal --listen 127.0.0.1:0" ;;
     fastwebsockets) echo "$peers/peer-fastwebsockets --listen 127.0.0.1:0" ;;
     tokio-tungstenite-4k) echo "$peers/peer-tokio-tungstenite --listen 127.0.0.1:0 --read-buffer 4096" ;;
@@ -134,6 +136,10 @@ start_server() {
 start_process() {
   local log=$1
   shift
+  # Created here, not only by the background redirection: that happens in
+  # the child, which may not have run yet when listen_addr first reads it
+  # (sed on a missing file fails, and set -e ends the script).
+  : >"$log"
   "$@" >"$log" 2>&1 &
   SERVER_PID=$!
   SERVER_ADDR=""

@@ -157,6 +157,9 @@ start_server() {
 start_process() {
   local log=$1
   shift
+  # The log exists before the server starts: listen_addr may look before the
+  # background shell has opened it, and a missing file would fail the caller.
+  : >"$log"
   "$@" >"$log" 2>&1 &
   SERVER_PID=$!
   SERVER_ADDR=""

@@ -70,7 +70,7 @@ run ok limits scripts/limits.sh 100 || true
 run fail limits-impossible scripts/limits.sh 100000000 || true
 
 if [ "$(nproc)" -lt 2 ]; then
-  skipped+=("bench-echo.sh, bench-handshake.sh, bench-latency.sh, bench-broadcast.sh, c10k.sh, c100k.sh, bench-redis.sh, syscalls.sh (they pin to CPUs 0 and 1 or need both)")
+  skipped+=("bench-echo.sh, bench-handshake.sh, bench-latency.sh, bench-broadcast.sh, bench-tls.sh, c10k.sh, c100k.sh, bench-redis.sh, syscalls.sh (they pin to CPUs 0 and 1 or need both)")
 else
   run ok bench-echo SERVERS=wsloop RUNS=1 SIZES=512 DURATION=1s WARMUP=0 CONNECTIONS=20 scripts/bench-echo.sh &&
     shows bench-echo "Model name:" && shows bench-echo "| 512 B | wsloop |"
@@ -79,6 +79,11 @@ else
     shows bench-handshake "Model name:" && shows bench-handshake "| wsloop |"
   run ok bench-latency SERVERS=wsloop RUNS=1 RATES=1k DURATION=1s WARMUP=0 CONNECTIONS=20 STALL_SECONDS=1 \
     scripts/bench-latency.sh && shows bench-latency "Model name:" && shows bench-latency "| 1k/s | wsloop |"
+  run ok bench-tls SERVERS="wsloop-tls wsloop" ROUNDS=1 DURATION=1s WARMUP=0 CONNECTIONS=20 SIZES=512 \
+    HS_CONNECTIONS=8 IDLE=200 HOLD=1s scripts/bench-tls.sh && shows bench-tls "Model name:" &&
+    shows bench-tls "| 512 B | wsloop wss:// |" && shows bench-tls "| full | wsloop wss:// |" &&
+    shows bench-tls "echo 512 B: wsloop TLS / wsloop plain" && shows bench-tls "bytes per idle connection"
+  run fail bench-tls-unknown SERVERS=wsloop-tls PARTS=no-such-part scripts/bench-tls.sh || true
   run ok c10k ACTIVE=20 DURATION=1s WARMUP=0 RATE=2k scripts/c10k.sh 200 2 &&
     shows c10k "Model name:" && shows c10k "bytes per idle connection"
   run ok bench-broadcast SERVERS=wsloop-broadcast RUNS=1 DURATION=1s WARMUP=0 SUBSCRIBERS=20 SIZES=64 \

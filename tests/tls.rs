@@ -211,3 +211,108 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     assert!(peer_cn(&after));
     echo_once(&mut after, Message::text("still serving"));
 }
+/// A loadgen run that went through clean, every handshake a TLS one.
+fn assert_clean_tls_run(run: &support::loadgen::Run) {
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(run.int("/errors/total"), 0, "{run:#?}");
+    assert!(run.int("/messages/received") > 0, "{run:#?}");
+    let handshakes = run.int("/handshake/count");
+    assert!(handshakes > 0, "{run:#?}");
+    assert_eq!(run.int("/tls/handshakes"), handshakes, "{run:#?}");
+    assert_eq!(run.int("/tls/full") + run.int("/tls/resumed"), handshakes);
+    assert_eq!(run.int("/handshake/tls_latency_us/count"), handshakes);
+}
+
+/// loadgen over `wss://` against wsloop itself, with the test CA: echo
+/// (TLS 1.3 and 1.2, and many records per message), churn (every handshake
+/// resumed from wsloop's tickets, or none), and broadcast; the server
+/// counts no TLS failure.
+#[test]
+fn loadgen_over_wss_against_wsloop_in_echo_churn_and_broadcast() {
+    let pki = Pki::new("loadgen");
+    let files = pki.server("server", false);
+    let ca = pki.ca_file();
+    let ca = ca.to_str().unwrap();
+    let server = TestServer::start(tls_config(&files));
+    let url = format!("wss://{}/", server.addr);
+    let echo = support::loadgen::loadgen(&[&url, "--ca", ca, "-c", "20", "-k", "2", "-d", "1s", "--warmup", "200ms"]);
+    assert_clean_tls_run(&echo);
+    assert_eq!(echo.int("/tls/handshakes"), 20);
+    assert_eq!(echo.int("/tls/versions/TLSv1.3"), 20);
+    let tls12 = support::loadgen::loadgen(&[
+        &url,
+        "--ca",
+        ca,
+        "--tls-version",
+        "1.2",
+        "-c",
+        "4",
+        "--size",
+        "100KiB",
+        "-d",
+        "1s",
+        "--warmup",
+        "0",
+    ]);
+    assert_clean_tls_run(&tls12);
+    assert_eq!(tls12.int("/tls/versions/TLSv1.2"), 4);
+    let churn = |resume: &str| {
+        support::loadgen::loadgen(&[
+            &url,
+            "--ca",
+            ca,
+            "--mode",
+            "churn",
+            "-c",
+            "4",
+            "--tls-resume",
+            resume,
+            "-d",
+            "1s",
+            "--warmup",
+            "300ms",
+        ])
+    };
+    let resumed = churn("tickets");
+    assert_clean_tls_run(&resumed);
+    let (handshakes, n) = (resumed.int("/tls/handshakes"), resumed.int("/tls/resumed"));
+    assert!(handshakes >= 10, "{resumed:#?}");
+    assert!(n * 10 >= handshakes * 9, "{n} of {handshakes} resumed");
+    let full = churn("none");
+    assert_clean_tls_run(&full);
+    assert_eq!(full.int("/tls/resumed"), 0);
+    let metrics = server.finish().metrics;
+    assert_eq!(metrics.handshake_failures[wsloop::handshake::HandshakeFailure::Tls as usize], 0);
+    assert!(
+        metrics.websockets_opened >= 24 + handshakes + full.int("/tls/handshakes"),
+        "{}",
+        metrics.websockets_opened
+    );
+
+    let rooms = TestServer::start(Config { mode: wsloop::Mode::Broadcast, ..tls_config(&files) });
+    let url = format!("wss://{}/", rooms.addr);
+    let fan_out = support::loadgen::loadgen(&[
+        &url,
+        "--ca",
+        ca,
+        "--mode",
+        "broadcast",
+        "-c",
+        "12",
+        "--rooms",
+        "2",
+        "--publishers",
+        "2",
+        "-R",
+        "40",
+        "-d",
+        "1s",
+        "--warmup",
+        "200ms",
+    ]);
+    assert_clean_tls_run(&fan_out);
+    assert_eq!(fan_out.int("/tls/handshakes"), 12);
+    assert!(fan_out.int("/broadcast/delivered") > 0, "{fan_out:#?}");
+    assert_eq!(fan_out.int("/broadcast/delivered"), fan_out.int("/broadcast/expected_deliveries"));
+    assert_eq!(rooms.finish().metrics.handshake_failures[wsloop::handshake::HandshakeFailure::Tls as usize], 0);
+}

@@ -6,6 +6,7 @@
 #   wsloop                        this project (release build)
 #   wsloop-no-latency             the same with --no-latency (what latency recording costs)
 #   wsloop-broadcast              the same with --mode broadcast (rooms by path, what the broadcast peers do)
+#   wsloop-tls                    wsloop on wss://, with the test certificate from test_tls_files
 #   minimal                       peers/: the hand-rolled frame-echo ceiling (one mio loop)
 #   fastwebsockets                peers/: fastwebsockets on a tokio current_thread runtime
 #   tokio-tungstenite-4k          peers/: tokio-tungstenite, 4 KiB read buffer
@@ -28,7 +29,7 @@ TLS_DIR=${TLS_DIR:-$ROOT/target/test-tls}
 # is_peer NAME: whether server NAME comes from the peers/ crate.
 is_peer() {
   case "$1" in
-    wsloop | wsloop-no-latency | wsloop-broadcast) return 1 ;;
+    wsloop | wsloop-no-latency | wsloop-broadcast | wsloop-tls) return 1 ;;
     *) return 0 ;;
   esac
 }
@@ -102,6 +103,10 @@ server_command() {
     wsloop) echo "$ROOT/target/release/wsloop --listen 127.0.0.1:0 --max-connections 100000 --stats-interval 0" ;;
     wsloop-no-latency) echo "$(server_command wsloop) --no-latency" ;;
     wsloop-broadcast) echo "$(server_command wsloop) --mode broadcast" ;;
+    wsloop-tls)
+      test_tls_files || return 1
+      echo "$(server_command wsloop) --tls-cert $TLS_DIR/server.pem --tls-key $TLS_DIR/server.key"
+      ;;
     minimal) echo "$peers/peer-minimal --listen 127.0.0.1:0" ;;
     fastwebsockets) echo "$peers/peer-fastwebsockets --listen 127.0.0.1:0" ;;
     tokio-tungstenite-4k) echo "$peers/peer-tokio-tungstenite --listen 127.0.0.1:0 --read-buffer 4096" ;;
@@ -116,6 +121,24 @@ server_command() {
     tokio-rustls-4k) echo "$(server_command tokio-rustls) --read-buffer 4096" ;;
     *) echo "unknown server: $1" >&2; return 1 ;;
   esac
+}
+
+# is_tls NAME: whether server NAME speaks wss://.
+is_tls() {
+  case "$1" in
+    wsloop-tls | tokio-rustls*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# server_url NAME: the URL loadgen connects to for server NAME at
+# $SERVER_ADDR, and the flags it needs for it (--ca for a TLS server).
+server_url() {
+  if is_tls "$1"; then
+    echo "wss://$SERVER_ADDR/ --ca $TLS_DIR/ca.pem"
+  else
+    echo "ws://$SERVER_ADDR/"
+  fi
 }
 
 # start_server NAME LOG [PREFIX...]: starts server NAME (optionally under a

@@ -132,6 +132,7 @@ impl Socket {
     }
 
     /// Writes the TLS records rustls holds, until the socket is full.
+    #[inline(never)]
     fn push_records(&mut self) -> io::Result<()> {
         let Some(tls) = &mut self.tls else { return Ok(()) };
         while tls.wants_write() {
@@ -150,6 +151,7 @@ impl Socket {
 
     /// [`Transport::recv`] through TLS: plaintext rustls has, else records
     /// from the socket, until the socket has none.
+    #[inline(never)]
     fn recv_tls(&mut self, buf: &mut [u8]) -> io::Result<Received> {
         // Handshake messages (or an alert) still waiting go out first.
         if !self.write_blocked {
@@ -192,6 +194,7 @@ impl Socket {
 
     /// [`Transport::send`] through TLS: the plaintext rustls takes (it
     /// encrypts as it takes), its records written as the socket allows.
+    #[inline(never)]
     fn send_tls(&mut self, slices: &[IoSlice<'_>], total: usize) -> io::Result<usize> {
         self.push_records()?;
         let mut taken = 0;
@@ -239,13 +242,15 @@ impl Transport for Socket {
     }
 
     fn flush_pending(&mut self) -> io::Result<()> {
-        if self.write_blocked {
+        // Only TLS holds output of its own (records rustls made).
+        if self.write_blocked || self.tls.is_none() {
             return Ok(());
         }
         self.push_records()
     }
 
     /// One `recv` into `buf` (through TLS: see the module docs).
+    #[inline]
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Received> {
         if self.tls.is_some() {
             return self.recv_tls(buf);
@@ -277,6 +282,7 @@ impl Transport for Socket {
 
     /// One `writev` of `slices`: the bytes the kernel took (0 when the send
     /// buffer is full, which is not an error).
+    #[inline]
     fn send(&mut self, slices: &[IoSlice<'_>], total: usize) -> io::Result<usize> {
         if self.write_blocked || total == 0 {
             return Ok(0);

@@ -39,10 +39,17 @@ impl<A: App> Server<A> {
     /// Fans out each message published since the last call: alone, to this
     /// loop's members of its room; with other loops, through the room's
     /// owner (see [`crate::hub`]).
+    #[inline]
     pub(super) fn fan_out(&mut self) {
-        if self.shared.published.is_empty() {
-            return;
+        if !self.shared.published.is_empty() {
+            self.fan_out_published();
         }
+    }
+
+    /// [`Server::fan_out`] when something was published: out of line, so
+    /// that an echo's path pays one test.
+    #[inline(never)]
+    fn fan_out_published(&mut self) {
         let mut published = std::mem::take(&mut self.shared.published);
         for publish in published.drain(..) {
             let reply = match publish.origin {

@@ -184,23 +184,7 @@ fn churn_resumes_tls_13_sessions_with_tickets_and_none_without() {
     let TestPki { ca_pem, cert, .. } = &test_pki("churn13");
     let server = TlsServer::start(cert, &[]);
     let url = server.url("127.0.0.1");
-    let churn = |resume: &str| {
-        loadgen(&[
-            &url,
-            "--ca",
-            ca_pem,
-            "--mode",
-            "churn",
-            "-c",
-            "4",
-            "--tls-resume",
-            resume,
-            "-d",
-            "1s",
-            "--warmup",
-            "300ms",
-        ])
-    };
+    let churn = |resume: &str| lg::tls_churn(&url, ca_pem, "4", resume);
     let resumed = churn("tickets");
     assert_intact_over_tls(&resumed);
     let (handshakes, n) = (resumed.int("/tls/handshakes"), resumed.int("/tls/resumed"));
@@ -225,21 +209,7 @@ fn churn_resumes_tls_12_sessions_by_id() {
     // No tickets: the server resumes from its session cache, by session ID.
     let server = TlsServer::start(cert, &["--max-version", "1.2", "--no-tickets"]);
     let url = server.url("127.0.0.1");
-    let run = loadgen(&[
-        &url,
-        "--ca",
-        ca_pem,
-        "--mode",
-        "churn",
-        "-c",
-        "3",
-        "--tls-resume",
-        "ids",
-        "-d",
-        "1s",
-        "--warmup",
-        "300ms",
-    ]);
+    let run = lg::tls_churn(&url, ca_pem, "3", "ids");
     assert_intact_over_tls(&run);
     let handshakes = run.int("/tls/handshakes");
     assert_eq!(run.int("/tls/versions/TLSv1.2"), handshakes);

@@ -256,23 +256,7 @@ fn loadgen_over_wss_against_wsloop_in_echo_churn_and_broadcast() {
     ]);
     assert_clean_tls_run(&tls12);
     assert_eq!(tls12.int("/tls/versions/TLSv1.2"), 4);
-    let churn = |resume: &str| {
-        support::loadgen::loadgen(&[
-            &url,
-            "--ca",
-            ca,
-            "--mode",
-            "churn",
-            "-c",
-            "4",
-            "--tls-resume",
-            resume,
-            "-d",
-            "1s",
-            "--warmup",
-            "300ms",
-        ])
-    };
+    let churn = |resume: &str| support::loadgen::tls_churn(&url, ca, "4", resume);
     let resumed = churn("tickets");
     assert_clean_tls_run(&resumed);
     let (handshakes, n) = (resumed.int("/tls/handshakes"), resumed.int("/tls/resumed"));

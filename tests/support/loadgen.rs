@@ -49,6 +49,27 @@ impl Run {
 /// A one-second idle run whose connections ping every 200 ms (add `-c N`).
 pub const IDLE_PINGING: &[&str] = &["--mode", "idle", "--ping-interval", "200ms", "-d", "1s", "--warmup", "0"];
 
+/// One second of `wss://` churn (connect, one echo, close) on `connections`
+/// connections, trusting `ca`, resuming sessions by `resume` (none, tickets
+/// or ids), after a 300 ms warm-up that makes the first full handshakes.
+pub fn tls_churn(url: &str, ca: &str, connections: &str, resume: &str) -> Run {
+    loadgen(&[
+        url,
+        "--ca",
+        ca,
+        "--mode",
+        "churn",
+        "-c",
+        connections,
+        "--tls-resume",
+        resume,
+        "-d",
+        "1s",
+        "--warmup",
+        "300ms",
+    ])
+}
+
 /// A fresh path under the system temp directory.
 pub fn temp_path(name: &str) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);

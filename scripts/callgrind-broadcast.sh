@@ -64,19 +64,12 @@ instructions() {
 instructions "$short"
 instructions "$long"
 python3 - "$out" "$server" "$short" "$long" "$subscribers" "$size" "$publishers" <<'PY'
-import json, re, subprocess, sys
+import json, sys
+sys.path.insert(0, "scripts/lib")
+from callgrind_total import instructions
 out, server, short, long_, subscribers, size, publishers = sys.argv[1:]
-def calibration(path):
-    # quanta calibrates its TSC clock in wsloop::clock::Clock::new for a span
-    # of wall time: a count that differs between runs, taken out of both.
-    text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--auto=no", path],
-                          capture_output=True, text=True).stdout
-    found = re.search(r"^\s*([\d,]+) .*:wsloop::clock::Clock::new \[", text, re.M)
-    return int(found.group(1).replace(",", "")) if found else 0
 def total(length):
-    path = f"{out}/{server}-{length}.out"
-    text = open(path).read()
-    ir = int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1)) - calibration(path)
+    ir = instructions(f"{out}/{server}-{length}.out")
     report = json.load(open(f"{out}/loadgen-{length}.json"))
     return ir, report["broadcast"]["delivered"], report["broadcast"]["published"]
 (ia, da, pa), (ib, db, pb) = total(short), total(long_)

@@ -61,20 +61,12 @@ instructions() {
 instructions "$short"
 instructions "$long"
 python3 - "$out" "$server" "$short" "$long" "$connections" "$size" <<'PY'
-import json, re, subprocess, sys
+import json, sys
+sys.path.insert(0, "scripts/lib")
+from callgrind_total import instructions
 out, server, short, long_, connections, size = sys.argv[1:]
-def calibration(path):
-    # wsloop::clock::Clock::new (never inlined) is where quanta calibrates
-    # its TSC clock, for a span of wall time: its count differs from run to
-    # run, so it is taken out of both totals.
-    text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--auto=no", path],
-                          capture_output=True, text=True).stdout
-    found = re.search(r"^\s*([\d,]+) .*:wsloop::clock::Clock::new \[", text, re.M)
-    return int(found.group(1).replace(",", "")) if found else 0
 def total(n):
-    path = f"{out}/{server}-{n}.out"
-    text = open(path).read()
-    ir = int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1)) - calibration(path)
+    ir = instructions(f"{out}/{server}-{n}.out")
     messages = json.load(open(f"{out}/loadgen-{n}.json"))["messages"]["received"]
     return ir, messages
 (ia, ma), (ib, mb) = total(short), total(long_)

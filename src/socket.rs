@@ -131,9 +131,18 @@ impl Socket {
         self.stream.shutdown(Shutdown::Write)
     }
 
-    /// Writes the TLS records rustls holds, until the socket is full.
-    #[inline(never)]
+    /// Writes the TLS records rustls holds, until the socket is full; a
+    /// plain stream holds none, and pays one test here.
+    #[inline]
     fn push_records(&mut self) -> io::Result<()> {
+        if self.tls.is_none() {
+            return Ok(());
+        }
+        self.push_tls_records()
+    }
+
+    #[inline(never)]
+    fn push_tls_records(&mut self) -> io::Result<()> {
         let Some(tls) = &mut self.tls else { return Ok(()) };
         while tls.wants_write() {
             match retry_interrupted(|| tls.write_tls(&mut self.stream)) {
@@ -242,8 +251,7 @@ impl Transport for Socket {
     }
 
     fn flush_pending(&mut self) -> io::Result<()> {
-        // Only TLS holds output of its own (records rustls made).
-        if self.write_blocked || self.tls.is_none() {
+        if self.write_blocked {
             return Ok(());
         }
         self.push_records()

@@ -233,27 +233,7 @@ fn rate_idle_and_broadcast_over_tls() {
     drop(echo);
     let rooms = TlsServer::start(cert, &["--app", "broadcast"]);
     let url = rooms.url("127.0.0.1");
-    let fan_out = loadgen(&[
-        &url,
-        "--ca",
-        ca_pem,
-        "--mode",
-        "broadcast",
-        "-c",
-        "12",
-        "--rooms",
-        "2",
-        "--publishers",
-        "2",
-        "-R",
-        "40",
-        "--threads",
-        "2",
-        "-d",
-        "1s",
-        "--warmup",
-        "200ms",
-    ]);
+    let fan_out = lg::tls_broadcast(&url, ca_pem, &["--threads", "2"]);
     assert_intact_over_tls(&fan_out);
     assert_eq!(fan_out.int("/broadcast/delivered"), fan_out.int("/broadcast/expected_deliveries"));
     assert!(fan_out.int("/broadcast/delivered") > 0);

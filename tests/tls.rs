@@ -275,25 +275,7 @@ fn loadgen_over_wss_against_wsloop_in_echo_churn_and_broadcast() {
 
     let rooms = TestServer::start(Config { mode: wsloop::Mode::Broadcast, ..tls_config(&files) });
     let url = format!("wss://{}/", rooms.addr);
-    let fan_out = support::loadgen::loadgen(&[
-        &url,
-        "--ca",
-        ca,
-        "--mode",
-        "broadcast",
-        "-c",
-        "12",
-        "--rooms",
-        "2",
-        "--publishers",
-        "2",
-        "-R",
-        "40",
-        "-d",
-        "1s",
-        "--warmup",
-        "200ms",
-    ]);
+    let fan_out = support::loadgen::tls_broadcast(&url, ca, &[]);
     assert_clean_tls_run(&fan_out);
     assert_eq!(fan_out.int("/tls/handshakes"), 12);
     assert!(fan_out.int("/broadcast/delivered") > 0, "{fan_out:#?}");

@@ -70,6 +70,14 @@ pub fn tls_churn(url: &str, ca: &str, connections: &str, resume: &str) -> Run {
     ])
 }
 
+/// One second of `wss://` broadcast, trusting `ca`: 12 connections over 2
+/// rooms, 2 publishers at 40 msgs/s in all, after a 200 ms warm-up; `extra`
+/// adds flags (e.g. `--threads 2`).
+pub fn tls_broadcast(url: &str, ca: &str, extra: &[&str]) -> Run {
+    let args = [url, "--ca", ca, "--mode", "broadcast", "-c", "12", "--rooms", "2", "--publishers", "2", "-R", "40"];
+    loadgen(&[&args[..], extra, &["-d", "1s", "--warmup", "200ms"]].concat())
+}
+
 /// A fresh path under the system temp directory.
 pub fn temp_path(name: &str) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);

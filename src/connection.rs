@@ -30,7 +30,7 @@ use std::{
 
 use bytes::Bytes;
 use mio::{Interest, Registry, Token};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::{
@@ -38,9 +38,9 @@ use crate::{
     clock::{self, Tick},
     config::{Config, SlowConsumer},
     fanout::{Delivered, Origin, Publish, Target},
-    handshake::{self, Decision, HandshakeFailure, Head, Policy, PublishRequest, Refusal, RefusalKind},
+    handshake::{self, Decision, HandshakeFailure, Head, PlainRequest, Policy, PublishRequest, Refusal, RefusalKind},
     http::{Response, Routes},
-    hub::Hub,
+    hub::{Hub, Reply},
     metrics::Metrics,
     outbox::{self, Outbox},
     pages,
@@ -109,6 +109,9 @@ enum State {
     /// Its message is published: waiting for every loop's delivery counts
     /// ([`Connection::on_published`]) to answer.
     Delivering(Delivering),
+    /// `/stats` or `/metrics` with other loops: waiting for their figures
+    /// ([`Connection::on_figures`]) to answer.
+    Gathering(Box<Gathering>),
     /// Messages flow.
     Open(Open),
     /// We sent a close frame; reading until the peer's.
@@ -128,6 +131,17 @@ struct Delivering {
     /// The counts so far.
     counts: Delivered,
     /// Loops that have not reported yet.
+    awaiting: usize,
+}
+
+/// The process's figures, being put together for a page.
+struct Gathering {
+    page: PlainRequest,
+    /// This loop's figures as of the request, merged with the answers so far.
+    metrics: Metrics,
+    /// Open connections per loop.
+    loops: Vec<u64>,
+    /// Loops that have not answered yet.
     awaiting: usize,
 }
 
@@ -287,7 +301,7 @@ impl Connection {
         let step = match self.state {
             State::Handshaking(_) => self.read_head(app, cx),
             State::Publishing(_) => self.read_body(cx),
-            State::Delivering(_) => Step::Keep,
+            State::Delivering(_) | State::Gathering(_) => Step::Keep,
             State::Open(_) => self.serve_open(app, cx),
             State::Closing(_) => self.serve_closing(cx),
             State::Lingering(_) => self.serve_lingering(cx),
@@ -306,6 +320,8 @@ impl Connection {
                 Step::Remove
             }
             State::Closing(_) | State::Lingering(_) if clock::is_past(self.deadline, now) => Step::Remove,
+            // A loop that cannot answer (it panicked) does not hold the page up.
+            State::Gathering(_) if clock::is_past(self.deadline, now) => self.answer_gathered(cx),
             State::Open(_) => self.check_open_timers(app, cx),
             _ => Step::Keep,
         };
@@ -317,7 +333,7 @@ impl Connection {
     pub fn on_shutdown<A: App>(&mut self, token: Token, deadline: Tick, app: &mut A, cx: &mut Context<'_>) -> Step {
         let step = match self.state {
             State::Handshaking(_) | State::Publishing(_) => Step::Remove,
-            State::Delivering(_) => Step::Keep,
+            State::Delivering(_) | State::Gathering(_) => Step::Keep,
             State::Open(_) => {
                 let step = self.start_close(CloseCode::Away.into(), "server shutting down", app, cx);
                 self.deadline = deadline;
@@ -441,22 +457,7 @@ impl Connection {
                     // with must not count it as an open connection.
                     self.stop_counting_open(cx.lent.metrics);
                     cx.lent.metrics.count_http_request(plain.route);
-                    // With other loops, the pages show the process.
-                    let process = cx.hub.map(|(hub, index)| hub.process_metrics(index, cx.lent.metrics));
-                    let (metrics, loops) = match &process {
-                        Some((metrics, loops)) => (metrics, loops.as_slice()),
-                        None => (&*cx.lent.metrics, &[][..]),
-                    };
-                    let source = pages::Source {
-                        metrics,
-                        loops,
-                        redis: cx.hub.and_then(|(hub, _)| hub.bridge()).map(|bridge| bridge.stats()),
-                        config: cx.config,
-                        listen: cx.listen,
-                        uptime: cx.now_instant.saturating_duration_since(cx.started),
-                    };
-                    let response = pages::respond(plain.route, &plain.method, &plain.target, &source);
-                    Next::Step(self.last_words(&response, cx))
+                    Next::Step(self.answer_page(plain, cx))
                 }
                 Decision::Refuse(refusal) => Next::Step(self.refuse(refusal, cx)),
             };
@@ -531,6 +532,50 @@ impl Connection {
         let counts = delivering.counts;
         let body = format!("{{\"delivered\": {}, \"dropped\": {}}}\n", counts.delivered, counts.dropped);
         let response = Response::ok("application/json", body.into_bytes()).with_header("Cache-Control", "no-store");
+        self.last_words(&response, cx)
+    }
+
+    /// Answers a plain request. With other loops, `/stats` and `/metrics`
+    /// show the process: the others are asked for their figures, and the
+    /// answer waits for them ([`Connection::on_figures`]).
+    fn answer_page(&mut self, page: PlainRequest, cx: &mut Context<'_>) -> Step {
+        let Some((hub, index)) = cx.hub.filter(|(hub, _)| hub.loops() > 1 && page.route.shows_figures()) else {
+            let response = page_response(&page, cx.lent.metrics, &[], cx);
+            return self.last_words(&response, cx);
+        };
+        let own = &*cx.lent.metrics;
+        let mut loops = vec![0; hub.loops()];
+        loops[index] = own.connections_open;
+        let awaiting = hub.ask_figures(Reply { loop_index: index, to: self.id });
+        self.state = State::Gathering(Box::new(Gathering { page, metrics: own.clone(), loops, awaiting }));
+        Step::Keep
+    }
+
+    /// Takes loop `from`'s figures for the page being gathered; answers once
+    /// every loop has sent its own.
+    pub fn on_figures(&mut self, from: usize, metrics: &Metrics, cx: &mut Context<'_>) -> Step {
+        let State::Gathering(gathering) = &mut self.state else { return Step::Keep };
+        gathering.metrics.merge(metrics);
+        if let Some(open) = gathering.loops.get_mut(from) {
+            *open = metrics.connections_open;
+        }
+        gathering.awaiting = gathering.awaiting.saturating_sub(1);
+        if gathering.awaiting > 0 {
+            return Step::Keep;
+        }
+        self.answer_gathered(cx)
+    }
+
+    /// Answers the page with the figures gathered so far.
+    fn answer_gathered(&mut self, cx: &mut Context<'_>) -> Step {
+        let State::Gathering(gathering) = std::mem::replace(&mut self.state, State::Lingering(Lingering::default()))
+        else {
+            return Step::Remove;
+        };
+        if gathering.awaiting > 0 {
+            warn!(missing = gathering.awaiting, "answering {} without every loop's figures", gathering.page.target);
+        }
+        let response = page_response(&gathering.page, &gathering.metrics, &gathering.loops, cx);
         self.last_words(&response, cx)
     }
 
@@ -742,6 +787,20 @@ impl Connection {
         }
         Step::Keep
     }
+}
+
+/// The response to a plain request, from `metrics` (this loop's, or the
+/// process's with `loops`, each loop's open connections).
+fn page_response(page: &PlainRequest, metrics: &Metrics, loops: &[u64], cx: &Context<'_>) -> Response {
+    let source = pages::Source {
+        metrics,
+        loops,
+        redis: cx.hub.and_then(|(hub, _)| hub.bridge()).map(|bridge| bridge.stats()),
+        config: cx.config,
+        listen: cx.listen,
+        uptime: cx.now_instant.saturating_duration_since(cx.started),
+    };
+    pages::respond(page.route, &page.method, &page.target, &source)
 }
 
 #[cfg(test)]

@@ -16,10 +16,14 @@
 //! - **Redis.** The owner is also the loop that hands a room's messages to
 //!   the bridge ([`crate::bridge`]), and messages from other processes go to
 //!   the owner first, so they join the same order.
-//! - **Figures.** Each loop leaves a copy of its metrics here at every sweep
-//!   (every half second or so), so that `/stats` and `/metrics` on any loop
-//!   show the process as a whole, and the open-connection counts that
-//!   `--max-connections` (a process-wide limit) is checked against.
+//! - **Figures.** `/stats` and `/metrics` on any loop show the process as a
+//!   whole, as of the request: the loop that took the request asks the
+//!   others ([`Cross::AskFigures`]), each answers with a copy of its metrics
+//!   ([`Cross::Figures`]), and the answer goes out once all have. Nothing is
+//!   copied while nobody asks (a copy of the latency histograms is about a
+//!   megabyte). What is shared all the time is one number per loop, its open
+//!   connections, which `--max-connections` (a process-wide limit) is
+//!   checked against, left here at every sweep.
 
 use std::{
     hash::{BuildHasher, BuildHasherDefault, DefaultHasher},
@@ -48,6 +52,12 @@ pub enum Cross {
     /// From another process, through Redis: the owner frames it and
     /// sequences it.
     FromRedis { room: Arc<str>, kind: Kind, payload: Bytes },
+    /// A `/stats` or `/metrics` request on another loop: send it a copy of
+    /// this loop's figures.
+    AskFigures { reply: Reply },
+    /// Loop `from`'s figures, for the connection answering `/stats` or
+    /// `/metrics`.
+    Figures { to: ConnectionId, from: usize, metrics: Box<Metrics> },
 }
 
 /// Where a `POST /publish` waits for its delivery counts.
@@ -62,10 +72,9 @@ pub struct Reply {
 struct Slot {
     inbox: Mutex<Vec<Cross>>,
     waker: Arc<Waker>,
-    /// The loop's connections that count against `--max-connections`.
+    /// The loop's connections that count against `--max-connections`, as
+    /// of its last sweep.
     open: AtomicU64,
-    /// The loop's metrics as of its last sweep.
-    metrics: Mutex<Option<Metrics>>,
 }
 
 /// What the loops of a process share.
@@ -88,12 +97,7 @@ impl Hub {
     pub fn new(wakers: Vec<Arc<Waker>>, bridge: Option<Bridge>) -> Hub {
         let slots = wakers
             .into_iter()
-            .map(|waker| Slot {
-                inbox: Mutex::new(Vec::new()),
-                waker,
-                open: AtomicU64::new(0),
-                metrics: Mutex::new(None),
-            })
+            .map(|waker| Slot { inbox: Mutex::new(Vec::new()), waker, open: AtomicU64::new(0) })
             .collect();
         Hub { slots, bridge, hasher: BuildHasherDefault::default() }
     }
@@ -151,13 +155,21 @@ impl Hub {
         }
     }
 
-    /// Leaves loop `index`'s figures for the others.
-    pub fn report(&self, index: usize, metrics: &Metrics) {
-        let slot = &self.slots[index];
-        slot.open.store(metrics.connections_open, Ordering::Relaxed);
-        if let Ok(mut copy) = slot.metrics.lock() {
-            *copy = Some(metrics.clone());
+    /// Leaves loop `index`'s open-connection count for the others.
+    pub fn report_open(&self, index: usize, open: u64) {
+        self.slots[index].open.store(open, Ordering::Relaxed);
+    }
+
+    /// Asks every loop but `reply.loop_index` for its figures, for the
+    /// connection `reply.to` (answered with [`Cross::Figures`]). Returns how
+    /// many loops were asked.
+    pub fn ask_figures(&self, reply: Reply) -> usize {
+        let mut asked = 0;
+        for other in (0..self.slots.len()).filter(|&i| i != reply.loop_index) {
+            self.post(other, &mut vec![Cross::AskFigures { reply }]);
+            asked += 1;
         }
+        asked
     }
 
     /// Connections open in the process, counting loop `index` as `own`
@@ -168,25 +180,5 @@ impl Hub {
             .enumerate()
             .map(|(i, slot)| if i == index { own } else { slot.open.load(Ordering::Relaxed) })
             .sum()
-    }
-
-    /// The process's figures: loop `index`'s live `own`, merged with the
-    /// others' last reports; and each loop's open connections.
-    pub fn process_metrics(&self, index: usize, own: &Metrics) -> (Metrics, Vec<u64>) {
-        let mut total = own.clone();
-        let mut per_loop = Vec::with_capacity(self.slots.len());
-        for (i, slot) in self.slots.iter().enumerate() {
-            if i == index {
-                per_loop.push(own.connections_open);
-                continue;
-            }
-            per_loop.push(slot.open.load(Ordering::Relaxed));
-            if let Ok(copy) = slot.metrics.lock() {
-                if let Some(other) = copy.as_ref() {
-                    total.merge(other);
-                }
-            }
-        }
-        (total, per_loop)
     }
 }

@@ -88,6 +88,14 @@ labels! {
     }
 }
 
+impl Route {
+    /// Whether its answer is made of the figures (with `--workers`, the
+    /// whole process's).
+    pub fn shows_figures(self) -> bool {
+        matches!(self, Route::Stats | Route::Metrics)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,10 @@ use std::{
 use mio::net::TcpStream;
 use rustls::ServerConnection;
 
-use crate::{sys::retry_interrupted, tls::TlsFailure};
+use crate::{
+    sys::{self, retry_interrupted},
+    tls::TlsFailure,
+};
 
 /// What the wakeup and the flush need of a connection's stream: the TCP
 /// [`Socket`], or an in-memory stream in the benches, tests and fuzz targets
@@ -266,7 +269,7 @@ impl Transport for Socket {
         if self.read == ReadState::Drained {
             return Ok(Received::Nothing);
         }
-        match retry_interrupted(|| self.stream.read(buf)) {
+        match retry_interrupted(|| sys::recv(&self.stream, buf)) {
             Ok(0) => {
                 self.read = ReadState::Drained;
                 Ok(Received::Eof)
@@ -298,7 +301,7 @@ impl Transport for Socket {
         if self.tls.is_some() {
             return self.send_tls(slices, total);
         }
-        match retry_interrupted(|| self.stream.write_vectored(slices)) {
+        match retry_interrupted(|| sys::writev(&self.stream, slices)) {
             Ok(n) => {
                 self.write_blocked = n < total;
                 Ok(n)

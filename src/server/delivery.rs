@@ -12,6 +12,7 @@ use crate::{
     connection::{Delivery, Step},
     fanout::{Delivered, Origin, Target},
     hub::{Cross, Hub, Reply},
+    metrics::Metrics,
     protocol::{writer, Kind},
     token,
 };
@@ -182,6 +183,19 @@ impl<A: App> Server<A> {
         }
     }
 
+    /// Hands loop `from`'s figures to the connection `id` answering
+    /// `/stats` or `/metrics`.
+    fn answer_page(&mut self, id: ConnectionId, from: usize, metrics: &Metrics) {
+        let key = id.key();
+        let Some(connection) = self.connections.get_mut(key).filter(|c| c.id() == id) else { return };
+        let mut cx = self.shared.context(self.poll.registry(), self.link.as_ref());
+        let step = connection.on_figures(from, metrics, &mut cx);
+        let step = connection.finish(token::for_connection(key), step, &mut cx);
+        if step == Step::Remove {
+            self.remove(key);
+        }
+    }
+
     /// Acts on what other loops (and the bridge) posted to this one.
     pub(super) fn take_inbox(&mut self) {
         let Some(link) = &mut self.link else { return };
@@ -203,6 +217,13 @@ impl<A: App> Server<A> {
                     let frame = self.shared.metrics.fanout.frame(kind, &payload);
                     self.sequence(room, kind, frame, None, true);
                 }
+                Cross::AskFigures { reply } => {
+                    if let Some(link) = &mut self.link {
+                        let (from, metrics) = (link.index, Box::new(self.shared.metrics.clone()));
+                        link.outgoing[reply.loop_index].push(Cross::Figures { to: reply.to, from, metrics });
+                    }
+                }
+                Cross::Figures { to, from, metrics } => self.answer_page(to, from, &metrics),
             }
         }
         if let Some(link) = &mut self.link {

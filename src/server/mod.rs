@@ -543,7 +543,7 @@ impl<A: App> Server<A> {
             self.remove(key);
         }
         if let Some(link) = &self.link {
-            link.hub.report(link.index, &self.shared.metrics);
+            link.hub.report_open(link.index, self.shared.metrics.connections_open);
         }
     }
 
@@ -607,7 +607,7 @@ impl<A: App> Server<A> {
             self.remove(key);
         }
         if let Some(link) = &self.link {
-            link.hub.report(link.index, &self.shared.metrics);
+            link.hub.report_open(link.index, self.shared.metrics.connections_open);
         }
         Summary { ended_by: self.ending.unwrap_or(Ending::Graceful), dropped, metrics: self.shared.metrics.clone() }
     }

@@ -546,7 +546,8 @@ impl Connection {
         let own = &*cx.lent.metrics;
         let mut loops = vec![0; hub.loops()];
         loops[index] = own.connections_open;
-        let awaiting = hub.ask_figures(Reply { loop_index: index, to: self.id });
+        hub.ask_figures(Reply { loop_index: index, to: self.id });
+        let awaiting = hub.loops() - 1;
         self.state = State::Gathering(Box::new(Gathering { page, metrics: own.clone(), loops, awaiting }));
         Step::Keep
     }

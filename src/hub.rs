@@ -161,15 +161,14 @@ impl Hub {
     }
 
     /// Asks every loop but `reply.loop_index` for its figures, for the
-    /// connection `reply.to` (answered with [`Cross::Figures`]). Returns how
-    /// many loops were asked.
-    pub fn ask_figures(&self, reply: Reply) -> usize {
-        let mut asked = 0;
+    /// connection `reply.to` (each answers with [`Cross::Figures`]).
+    pub fn ask_figures(&self, reply: Reply) {
+        let mut ask = Vec::with_capacity(1);
         for other in (0..self.slots.len()).filter(|&i| i != reply.loop_index) {
-            self.post(other, &mut vec![Cross::AskFigures { reply }]);
-            asked += 1;
+            // `post` empties `ask`.
+            ask.push(Cross::AskFigures { reply });
+            self.post(other, &mut ask);
         }
-        asked
     }
 
     /// Connections open in the process, counting loop `index` as `own`

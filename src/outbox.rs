@@ -25,8 +25,8 @@ use crate::{
     socket::Transport,
 };
 
-/// Slices per `writev` (Linux's `IOV_MAX`); more are sent in several calls.
-const MAX_SLICES: usize = 1024;
+/// Slices per `writev`; more are sent in several calls.
+const MAX_SLICES: usize = crate::sys::IOV_MAX;
 
 /// Output a connection has queued and the kernel has not taken yet.
 #[derive(Debug, Default)]

@@ -178,11 +178,15 @@ pub fn recv(socket: &impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
     Ok(taken)
 }
 
-/// `writev(2)` of `slices` on a socket (see [`recv`]): the bytes taken.
+/// Slices one `writev` takes at most (Linux's `IOV_MAX`): the kernel
+/// refuses more.
+pub const IOV_MAX: usize = 1024;
+
+/// `writev(2)` of `slices` on a socket (see [`recv`]): the bytes taken. At
+/// most [`IOV_MAX`] slices are written, as `std` does.
 #[inline]
 pub fn writev(socket: &impl AsFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-    // As `std` does: the kernel refuses more than IOV_MAX (1024) slices.
-    Ok(rustix::io::writev(socket, &slices[..slices.len().min(1024)])?)
+    Ok(rustix::io::writev(socket, &slices[..slices.len().min(IOV_MAX)])?)
 }
 
 #[cfg(test)]

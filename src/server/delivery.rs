@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::Server;
 use crate::{
     app::{App, ConnectionId},
-    connection::{Delivery, Step},
+    connection::{Connection, Context, Delivery, Step},
     fanout::{Delivered, Origin, Target},
     hub::{Cross, Hub, Reply},
     metrics::Metrics,
@@ -173,23 +173,22 @@ impl<A: App> Server<A> {
 
     /// Hands one loop's delivery counts to the `POST /publish` connection `id`.
     fn answer_publish(&mut self, id: ConnectionId, counts: Delivered) {
-        let key = id.key();
-        let Some(connection) = self.connections.get_mut(key).filter(|c| c.id() == id) else { return };
-        let mut cx = self.shared.context(self.poll.registry(), self.link.as_ref());
-        let step = connection.on_published(counts, &mut cx);
-        let step = connection.finish(token::for_connection(key), step, &mut cx);
-        if step == Step::Remove {
-            self.remove(key);
-        }
+        self.answer(id, |connection, cx| connection.on_published(counts, cx));
     }
 
     /// Hands loop `from`'s figures to the connection `id` answering
     /// `/stats` or `/metrics`.
     fn answer_page(&mut self, id: ConnectionId, from: usize, metrics: &Metrics) {
+        self.answer(id, |connection, cx| connection.on_figures(from, metrics, cx));
+    }
+
+    /// Runs `on` for the connection `id` waiting for other loops (if it is
+    /// still there), and acts on the step it returns.
+    fn answer(&mut self, id: ConnectionId, on: impl FnOnce(&mut Connection, &mut Context<'_>) -> Step) {
         let key = id.key();
         let Some(connection) = self.connections.get_mut(key).filter(|c| c.id() == id) else { return };
         let mut cx = self.shared.context(self.poll.registry(), self.link.as_ref());
-        let step = connection.on_figures(from, metrics, &mut cx);
+        let step = on(connection, &mut cx);
         let step = connection.finish(token::for_connection(key), step, &mut cx);
         if step == Step::Remove {
             self.remove(key);

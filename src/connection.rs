@@ -59,15 +59,13 @@ const LINGER_LIMIT: usize = 256 << 10;
 /// Everything a connection needs from its loop for one call.
 pub struct Context<'a> {
     /// What the hot path needs: buffers, limits, metrics, the clock.
-    pub lent: Lent<'a>,
+    pub lent: &'a mut Lent,
     pub registry: &'a Registry,
     pub config: &'a Config,
     pub policy: &'a Policy,
     /// With other loops: the hub they share, and this loop's index (the
     /// pages show the process; a publish waits for every loop's counts).
     pub hub: Option<(&'a Hub, usize)>,
-    /// The loop clock at this wakeup, as an `Instant` (for the pages).
-    pub now_instant: Instant,
     /// When the server started, and where it listens (for the pages).
     pub started: Instant,
     pub listen: SocketAddr,
@@ -199,7 +197,7 @@ impl Connection {
         cx.lent.metrics.connections_accepted += 1;
         cx.lent.metrics.connections_open += 1;
         let state = State::Handshaking(Handshaking { head: Vec::new(), routes });
-        let mut connection = Self::new(socket, id, state, cx.lent.now, cx.config.handshake_timeout);
+        let mut connection = Self::new(socket, id, state, cx.lent.clock.now(), cx.config.handshake_timeout);
         connection.counted_open = true;
         connection
     }
@@ -208,7 +206,8 @@ impl Connection {
     /// lingers briefly; it is not counted as open.
     pub fn refused(socket: Socket, id: ConnectionId, refusal: &Refusal, cx: &mut Context<'_>) -> Self {
         cx.lent.metrics.connections_accepted += 1;
-        let mut connection = Self::new(socket, id, State::Lingering(Lingering::default()), cx.lent.now, CLOSE_GRACE);
+        let mut connection =
+            Self::new(socket, id, State::Lingering(Lingering::default()), cx.lent.clock.now(), CLOSE_GRACE);
         connection.outbox.push(Bytes::from(refusal.response.to_bytes()));
         connection
     }
@@ -271,7 +270,7 @@ impl Connection {
     /// Writes what was delivered to it since its last write: once per loop
     /// iteration, however many messages it got (corked).
     pub fn drain(&mut self, token: Token, cx: &mut Context<'_>) -> Step {
-        let step = match outbox::flush(&mut self.socket, &mut self.outbox, cx.lent.cork, &[]) {
+        let step = match outbox::flush(&mut self.socket, &mut self.outbox, &mut cx.lent.cork, &[]) {
             Ok(_) => Step::Keep,
             Err(_) => Step::Remove,
         };
@@ -295,7 +294,7 @@ impl Connection {
     /// Handles one readiness event.
     pub fn on_ready<A: App>(&mut self, token: Token, ready: Readiness, app: &mut A, cx: &mut Context<'_>) -> Step {
         if ready.readable {
-            self.last_seen = cx.lent.now;
+            self.last_seen = cx.lent.clock.now();
         }
         self.socket.on_event(ready.readable, ready.writable, ready.read_closed);
         let step = match self.state {
@@ -312,7 +311,7 @@ impl Connection {
     /// Handles the periodic sweep: deadlines, idle pings and idle closes,
     /// slow consumers. Costs a few comparisons for a connection with nothing due.
     pub fn on_tick<A: App>(&mut self, token: Token, app: &mut A, cx: &mut Context<'_>) -> Step {
-        let now = cx.lent.now;
+        let now = cx.lent.clock.now();
         let step = match &self.state {
             State::Handshaking(_) | State::Publishing(_) if clock::is_past(self.deadline, now) => {
                 info!(peer = %self.peer(), "handshake timed out");
@@ -365,7 +364,7 @@ impl Connection {
         cx.lent.metrics.count_close(code);
         cx.lent.hand().closed(app, self.id, code);
         self.state = State::Lingering(Lingering::default());
-        self.deadline = cx.lent.now.wrapping_add(clock::ticks(CLOSE_GRACE));
+        self.deadline = cx.lent.clock.now().wrapping_add(clock::ticks(CLOSE_GRACE));
     }
 
     fn stop_counting_open(&mut self, metrics: &mut Metrics) {
@@ -403,8 +402,8 @@ impl Connection {
     fn read_head<A: App>(&mut self, app: &mut A, cx: &mut Context<'_>) -> Step {
         // The receive buffer is taken out of the context while the parsed
         // head borrows it, so the rest of the context stays usable.
-        let rx = std::mem::take(&mut cx.lent.rx);
-        let next = self.parse_head(rx, app, cx);
+        let mut rx = std::mem::take(&mut cx.lent.rx);
+        let next = self.parse_head(&mut rx, app, cx);
         cx.lent.rx = rx;
         match next {
             Next::Open => self.serve_open(app, cx),
@@ -446,7 +445,7 @@ impl Connection {
                     }
                 }
                 Decision::Publish(request) => {
-                    self.stop_counting_open(cx.lent.metrics);
+                    self.stop_counting_open(&mut cx.lent.metrics);
                     // What followed the head is the start of the body.
                     let body = rx[len..n.min(len + request.length)].to_vec();
                     self.state = State::Publishing(Box::new(Publishing { request, body }));
@@ -455,7 +454,7 @@ impl Connection {
                 Decision::Plain(plain) => {
                     // Not a WebSocket after all: the figures it is answered
                     // with must not count it as an open connection.
-                    self.stop_counting_open(cx.lent.metrics);
+                    self.stop_counting_open(&mut cx.lent.metrics);
                     cx.lent.metrics.count_http_request(plain.route);
                     Next::Step(self.answer_page(plain, cx))
                 }
@@ -492,7 +491,7 @@ impl Connection {
     fn read_body(&mut self, cx: &mut Context<'_>) -> Step {
         let State::Publishing(publishing) = &mut self.state else { return Step::Remove };
         while publishing.body.len() < publishing.request.length {
-            let n = match self.socket.recv(cx.lent.rx) {
+            let n = match self.socket.recv(&mut cx.lent.rx) {
                 Ok(Received::Data(n)) => n,
                 Ok(Received::Nothing) => return Step::Keep,
                 Ok(Received::Eof) => return self.handshake_failed(HandshakeFailure::PeerClosed, cx),
@@ -540,10 +539,10 @@ impl Connection {
     /// answer waits for them ([`Connection::on_figures`]).
     fn answer_page(&mut self, page: PlainRequest, cx: &mut Context<'_>) -> Step {
         let Some((hub, index)) = cx.hub.filter(|(hub, _)| hub.loops() > 1 && page.route.shows_figures()) else {
-            let response = page_response(&page, cx.lent.metrics, &[], cx);
+            let response = page_response(&page, &cx.lent.metrics, &[], cx);
             return self.last_words(&response, cx);
         };
-        let own = &*cx.lent.metrics;
+        let own = &cx.lent.metrics;
         let mut loops = vec![0; hub.loops()];
         loops[index] = own.connections_open;
         hub.ask_figures(Reply { loop_index: index, to: self.id });
@@ -589,7 +588,7 @@ impl Connection {
 
     /// Sends an HTTP response, then lingers until the peer closes.
     fn last_words(&mut self, response: &Response, cx: &mut Context<'_>) -> Step {
-        self.stop_counting_open(cx.lent.metrics);
+        self.stop_counting_open(&mut cx.lent.metrics);
         self.outbox.push(Bytes::from(response.to_bytes()));
         self.linger(cx)
     }
@@ -617,7 +616,7 @@ impl Connection {
     /// The hot path: one wakeup of an open connection.
     fn serve_open<A: App>(&mut self, app: &mut A, cx: &mut Context<'_>) -> Step {
         let State::Open(open) = &mut self.state else { return Step::Remove };
-        let served = wakeup::serve(open, &mut self.socket, &mut self.outbox, self.id, app, &mut cx.lent);
+        let served = wakeup::serve(open, &mut self.socket, &mut self.outbox, self.id, app, cx.lent);
         self.after_served(served, app, cx)
     }
 
@@ -630,7 +629,7 @@ impl Connection {
         }
         if served.backpressured {
             if self.backpressure_since.is_none() {
-                self.backpressure_since = Some(cx.lent.now);
+                self.backpressure_since = Some(cx.lent.clock.now());
                 cx.lent.metrics.backpressure_events += 1;
             }
         } else if pending <= cx.config.max_backpressure {
@@ -677,8 +676,8 @@ impl Connection {
         };
         self.end_websocket(app, cx);
         self.state = State::Closing(reader);
-        self.deadline = cx.lent.now.wrapping_add(clock::ticks(CLOSE_GRACE));
-        if outbox::flush(&mut self.socket, &mut self.outbox, cx.lent.cork, &[]).is_err() {
+        self.deadline = cx.lent.clock.now().wrapping_add(clock::ticks(CLOSE_GRACE));
+        if outbox::flush(&mut self.socket, &mut self.outbox, &mut cx.lent.cork, &[]).is_err() {
             return Step::Remove;
         }
         Step::Keep
@@ -691,11 +690,11 @@ impl Connection {
     }
 
     fn serve_closing(&mut self, cx: &mut Context<'_>) -> Step {
-        if outbox::flush(&mut self.socket, &mut self.outbox, cx.lent.cork, &[]).is_err() {
+        if outbox::flush(&mut self.socket, &mut self.outbox, &mut cx.lent.cork, &[]).is_err() {
             return Step::Remove;
         }
         let State::Closing(reader) = &mut self.state else { return Step::Remove };
-        match wakeup::await_close(reader, &mut self.socket, &mut cx.lent) {
+        match wakeup::await_close(reader, &mut self.socket, cx.lent) {
             Awaiting::Waiting => Step::Keep,
             Awaiting::Again => Step::Again,
             Awaiting::Done => self.close_handshake_done(cx),
@@ -706,7 +705,8 @@ impl Connection {
     /// server closes the TCP connection first (RFC 6455 §7.1.1), at once if
     /// everything is sent, else once it is.
     fn close_handshake_done(&mut self, cx: &mut Context<'_>) -> Step {
-        if outbox::flush(&mut self.socket, &mut self.outbox, cx.lent.cork, &[]).is_err() || self.outbox.is_empty() {
+        if outbox::flush(&mut self.socket, &mut self.outbox, &mut cx.lent.cork, &[]).is_err() || self.outbox.is_empty()
+        {
             return Step::Remove;
         }
         self.linger(cx)
@@ -720,12 +720,12 @@ impl Connection {
     /// half-closes, and reads (throwing it away) until the peer closes:
     /// `Remove` once it has, or once it sent more than [`LINGER_LIMIT`].
     fn linger(&mut self, cx: &mut Context<'_>) -> Step {
-        if outbox::flush(&mut self.socket, &mut self.outbox, cx.lent.cork, &[]).is_err() {
+        if outbox::flush(&mut self.socket, &mut self.outbox, &mut cx.lent.cork, &[]).is_err() {
             return Step::Remove;
         }
         if !matches!(self.state, State::Lingering(_)) {
             self.state = State::Lingering(Lingering::default());
-            self.deadline = cx.lent.now.wrapping_add(clock::ticks(CLOSE_GRACE));
+            self.deadline = cx.lent.clock.now().wrapping_add(clock::ticks(CLOSE_GRACE));
         }
         let State::Lingering(lingering) = &mut self.state else { return Step::Remove };
         if !self.outbox.is_empty() {
@@ -740,7 +740,7 @@ impl Connection {
             lingering.shut_down = true;
         }
         loop {
-            match self.socket.recv(cx.lent.rx) {
+            match self.socket.recv(&mut cx.lent.rx) {
                 Ok(Received::Data(n)) => {
                     lingering.discarded += n;
                     if lingering.discarded > LINGER_LIMIT {
@@ -754,7 +754,7 @@ impl Connection {
     }
 
     fn check_open_timers<A: App>(&mut self, app: &mut A, cx: &mut Context<'_>) -> Step {
-        let now = cx.lent.now;
+        let now = cx.lent.clock.now();
         let idle_timeout = cx.config.idle_timeout;
         let slow_limit = if idle_timeout.is_zero() { crate::config::DEFAULT_IDLE_TIMEOUT } else { idle_timeout };
         if let Some(since) = self.backpressure_since {
@@ -782,7 +782,7 @@ impl Connection {
             self.ping_sent = true;
             cx.lent.metrics.frames_out.ping += 1;
             cx.lent.cork.push_scratch(|s| writer::put_frame(s, writer::PING, &[]));
-            if outbox::flush(&mut self.socket, &mut self.outbox, cx.lent.cork, &[]).is_err() {
+            if outbox::flush(&mut self.socket, &mut self.outbox, &mut cx.lent.cork, &[]).is_err() {
                 return Step::Remove;
             }
         }
@@ -799,7 +799,7 @@ fn page_response(page: &PlainRequest, metrics: &Metrics, loops: &[u64], cx: &Con
         redis: cx.hub.and_then(|(hub, _)| hub.bridge()).map(|bridge| bridge.stats()),
         config: cx.config,
         listen: cx.listen,
-        uptime: cx.now_instant.saturating_duration_since(cx.started),
+        uptime: cx.lent.clock.now_instant().saturating_duration_since(cx.started),
     };
     pages::respond(page.route, &page.method, &page.target, &source)
 }

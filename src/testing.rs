@@ -115,31 +115,21 @@ pub struct Harness {
     pub stream: MemStream,
     pub open: crate::wakeup::Open,
     pub outbox: crate::outbox::Outbox,
-    pub metrics: crate::metrics::Metrics,
     pub config: crate::Config,
-    /// The loop's rooms, and what was published (not fanned out: there is
-    /// no loop here).
-    pub rooms: crate::rooms::Rooms,
-    pub published: Vec<crate::fanout::Publish>,
-    rx: Box<[u8]>,
-    cork: crate::outbox::Cork,
-    fine: quanta::Clock,
+    /// The loop-wide state: metrics, rooms, and what was published (not
+    /// fanned out: there is no loop here).
+    pub lent: crate::wakeup::Lent,
 }
 
 impl Harness {
     /// An open connection under `config`'s limits, reading `stream`.
     pub fn new(config: crate::Config, stream: MemStream) -> Self {
         Harness {
-            config: config.clone(),
+            lent: crate::wakeup::Lent::new(&config),
+            config,
             stream,
             open: crate::wakeup::Open::default(),
             outbox: crate::outbox::Outbox::default(),
-            metrics: crate::metrics::Metrics::default(),
-            rooms: crate::rooms::Rooms::new(config.max_rooms, config.max_rooms_per_connection),
-            published: Vec::new(),
-            rx: crate::sys::receive_buffer(),
-            cork: crate::outbox::Cork::default(),
-            fine: quanta::Clock::new(),
         }
     }
 
@@ -147,43 +137,25 @@ impl Harness {
     /// are kept (a fuzz target measures the connection's memory, not the
     /// loop's).
     pub fn reset(&mut self, config: crate::Config, stream: MemStream) {
-        self.rooms = crate::rooms::Rooms::new(config.max_rooms, config.max_rooms_per_connection);
+        self.lent.configure(&config);
         self.config = config;
         self.stream = stream;
         self.open = crate::wakeup::Open::default();
         self.outbox = crate::outbox::Outbox::default();
-        self.published.clear();
+        self.lent.published.clear();
     }
 
     /// Sends what the connection has pending, as a WRITABLE event on a
     /// connection that only has last words to deliver would.
     pub fn flush(&mut self) -> std::io::Result<usize> {
         self.stream.next_wakeup();
-        crate::outbox::flush(&mut self.stream, &mut self.outbox, &mut self.cork, &[])
+        crate::outbox::flush(&mut self.stream, &mut self.outbox, &mut self.lent.cork, &[])
     }
 
     /// One wakeup: exactly what a readable event runs on an open connection.
     pub fn wakeup<A: crate::app::App>(&mut self, app: &mut A) -> crate::wakeup::Served {
         self.stream.next_wakeup();
-        let config = &self.config;
-        let limits = crate::protocol::Limits {
-            max_frame: config.effective_max_frame_size() as u64,
-            max_message: config.max_message_size as u64,
-        };
-        let mut lent = crate::wakeup::Lent {
-            rx: &mut self.rx,
-            cork: &mut self.cork,
-            limits,
-            max_backpressure: config.max_backpressure,
-            measure_latency: !config.no_latency,
-            metrics: &mut self.metrics,
-            now: 0,
-            now_fine: self.fine.raw(),
-            fine: &self.fine,
-            rooms: &mut self.rooms,
-            published: &mut self.published,
-        };
         let id = crate::app::ConnectionId(1);
-        crate::wakeup::serve(&mut self.open, &mut self.stream, &mut self.outbox, id, app, &mut lent)
+        crate::wakeup::serve(&mut self.open, &mut self.stream, &mut self.outbox, id, app, &mut self.lent)
     }
 }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 
 use crate::{
     app::{App, CloseRequest, ConnectionId, Ctx, Message},
-    clock::{self, Tick},
+    clock::{self, Clock, Tick},
     fanout::Publish,
     metrics::Metrics,
     outbox::{self, Cork, Outbox},
@@ -68,25 +68,76 @@ impl Open {
     }
 }
 
-/// What the loop lends the connection being served.
-pub struct Lent<'a> {
+/// What the loop lends the connection being served: the loop-wide state
+/// the hot path works with. The loop owns one and lends it by reference, so
+/// handing it to a connection costs one pointer, not a struct per event.
+pub struct Lent {
     /// The loop's receive buffer.
-    pub rx: &'a mut [u8],
-    pub cork: &'a mut Cork,
+    pub rx: Box<[u8]>,
+    /// The output of the connection being served, until its flush.
+    pub cork: Cork,
     pub limits: Limits,
     /// `--max-backpressure`.
     pub max_backpressure: usize,
     /// Whether service latency is measured (not `--no-latency`).
     pub measure_latency: bool,
-    pub metrics: &'a mut Metrics,
-    /// The loop clock at this wakeup, coarse and fine ([`clock::Clock`]).
-    pub now: Tick,
-    pub now_fine: u64,
-    pub fine: &'a quanta::Clock,
+    pub metrics: Metrics,
+    /// The loop clock, read once per poll.
+    pub clock: Clock,
     /// The loop's rooms, and the messages published during this call
     /// (fanned out by the loop right after it).
-    pub rooms: &'a mut Rooms,
-    pub published: &'a mut Vec<Publish>,
+    pub rooms: Rooms,
+    pub published: Vec<Publish>,
+}
+
+impl Lent {
+    /// The state for a loop under `config`'s limits.
+    pub fn new(config: &crate::Config) -> Lent {
+        // First: quanta calibrates once per process, in the first
+        // `quanta::Clock::new`, and the callgrind scripts find it in here.
+        let clock = Clock::new();
+        let mut lent = Lent {
+            rx: crate::sys::receive_buffer(),
+            cork: Cork::default(),
+            limits: Limits { max_frame: 0, max_message: 0 },
+            max_backpressure: 0,
+            measure_latency: false,
+            metrics: Metrics::default(),
+            clock,
+            rooms: Rooms::new(0, 0),
+            published: Vec::new(),
+        };
+        lent.configure(config);
+        lent
+    }
+
+    /// Takes `config`'s limits, with no rooms (the buffers, metrics and
+    /// clock are kept: a harness reuses them for its next connection).
+    pub fn configure(&mut self, config: &crate::Config) {
+        self.limits =
+            Limits { max_frame: config.effective_max_frame_size() as u64, max_message: config.max_message_size as u64 };
+        self.max_backpressure = config.max_backpressure;
+        self.measure_latency = !config.no_latency;
+        self.rooms = Rooms::new(config.max_rooms, config.max_rooms_per_connection);
+    }
+
+    /// Everything but the receive buffer, for an application call.
+    pub(crate) fn hand(&mut self) -> Hand<'_> {
+        self.split().1
+    }
+
+    /// The receive buffer, and the rest as a [`Hand`].
+    fn split(&mut self) -> (&mut [u8], Hand<'_>) {
+        let hand = Hand {
+            cork: &mut self.cork,
+            metrics: &mut self.metrics,
+            limits: &self.limits,
+            fine: self.measure_latency.then_some(self.clock.fine()),
+            rooms: &mut self.rooms,
+            published: &mut self.published,
+        };
+        (&mut self.rx, hand)
+    }
 }
 
 /// What one wakeup did.
@@ -141,14 +192,14 @@ pub fn serve<T: Transport, A: App>(
     outbox: &mut Outbox,
     id: ConnectionId,
     app: &mut A,
-    lent: &mut Lent<'_>,
+    lent: &mut Lent,
 ) -> Served {
     let mut served = Served::default();
     // Output left from an earlier wakeup goes first: if this is the
     // WRITABLE that drains it, reading can resume. (A 101 just corked goes
     // out here too.)
     if !outbox.is_empty() || !lent.cork.is_empty() {
-        if let Err(e) = outbox::flush(socket, outbox, lent.cork, &[]) {
+        if let Err(e) = outbox::flush(socket, outbox, &mut lent.cork, &[]) {
             served.end = Some(End::from_io(e));
             return served;
         }
@@ -168,7 +219,7 @@ pub fn serve<T: Transport, A: App>(
                 served.again = socket.may_read();
                 break;
             }
-            None => match socket.recv(lent.rx) {
+            None => match socket.recv(&mut lent.rx) {
                 Ok(Received::Data(n)) => {
                     budget = budget.saturating_sub(n);
                     n
@@ -190,7 +241,7 @@ pub fn serve<T: Transport, A: App>(
         if used < n && served.end.is_none() {
             open.stash = Some(lent.rx[used..n].into());
         }
-        if let Err(e) = outbox::flush(socket, outbox, lent.cork, &lent.rx[..n]) {
+        if let Err(e) = outbox::flush(socket, outbox, &mut lent.cork, &lent.rx[..n]) {
             served.end.get_or_insert(End::from_io(e));
         }
         if !socket.may_read() && open.stash.is_none() {
@@ -209,11 +260,11 @@ pub fn serve<T: Transport, A: App>(
 /// the moment the wakeup's first message was complete. Replies left
 /// waiting for the kernel are recorded when it takes them, timed from
 /// their wakeup (in millisecond ticks: they waited at least that long).
-fn record_latency(open: &mut Open, served: &Served, pending: usize, lent: &mut Lent<'_>) {
+fn record_latency(open: &mut Open, served: &Served, pending: usize, lent: &mut Lent) {
     if pending > 0 {
         if served.messages > 0 {
             if open.unrecorded == 0 {
-                open.unrecorded_since = lent.now;
+                open.unrecorded_since = lent.clock.now();
             }
             open.unrecorded = open.unrecorded.saturating_add(u32::try_from(served.messages).unwrap_or(u32::MAX));
         }
@@ -222,13 +273,14 @@ fn record_latency(open: &mut Open, served: &Served, pending: usize, lent: &mut L
     if served.first_complete.is_none() && open.unrecorded == 0 {
         return;
     }
-    let done = lent.fine.raw();
+    let fine = lent.clock.fine();
+    let done = fine.raw();
     if let Some(start) = served.first_complete {
-        lent.metrics.record_latency(lent.fine.delta_as_nanos(start, done), served.messages);
+        lent.metrics.record_latency(fine.delta_as_nanos(start, done), served.messages);
     }
     if open.unrecorded > 0 {
-        let waited = u64::from(clock::elapsed(open.unrecorded_since, lent.now)) * 1_000_000;
-        let since_poll = lent.fine.delta_as_nanos(lent.now_fine, done);
+        let waited = u64::from(clock::elapsed(open.unrecorded_since, lent.clock.now())) * 1_000_000;
+        let since_poll = fine.delta_as_nanos(lent.clock.now_fine(), done);
         lent.metrics.record_latency(waited + since_poll, u64::from(open.unrecorded));
         open.unrecorded = 0;
     }
@@ -244,26 +296,6 @@ pub(crate) struct Hand<'h> {
     fine: Option<&'h quanta::Clock>,
     rooms: &'h mut Rooms,
     published: &'h mut Vec<Publish>,
-}
-
-impl Lent<'_> {
-    /// Everything but the receive buffer, for an application call.
-    pub(crate) fn hand(&mut self) -> Hand<'_> {
-        self.split().1
-    }
-
-    /// The receive buffer, and the rest as a [`Hand`].
-    fn split(&mut self) -> (&mut [u8], Hand<'_>) {
-        let hand = Hand {
-            cork: self.cork,
-            metrics: self.metrics,
-            limits: &self.limits,
-            fine: self.measure_latency.then_some(self.fine),
-            rooms: self.rooms,
-            published: self.published,
-        };
-        (self.rx, hand)
-    }
 }
 
 impl Hand<'_> {
@@ -396,13 +428,13 @@ pub enum Awaiting {
 
 /// Reads and parses input after we sent a close frame, ignoring everything
 /// but the peer's close.
-pub fn await_close<T: Transport>(reader: &mut Reader, socket: &mut T, lent: &mut Lent<'_>) -> Awaiting {
+pub fn await_close<T: Transport>(reader: &mut Reader, socket: &mut T, lent: &mut Lent) -> Awaiting {
     let mut budget = READ_BUDGET;
     loop {
         if budget == 0 {
             return if socket.may_read() { Awaiting::Again } else { Awaiting::Waiting };
         }
-        let n = match socket.recv(lent.rx) {
+        let n = match socket.recv(&mut lent.rx) {
             Ok(Received::Data(n)) => n,
             Ok(Received::Nothing) => return Awaiting::Waiting,
             Ok(Received::Eof) | Err(_) => return Awaiting::Done,

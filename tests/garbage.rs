@@ -99,7 +99,7 @@ fn the_hot_path_survives_mutated_frame_streams() {
                 break;
             }
         }
-        assert!(harness.metrics.bytes_in <= total as u64, "case {case}: delivered more than it was sent");
+        assert!(harness.lent.metrics.bytes_in <= total as u64, "case {case}: delivered more than it was sent");
         assert!(harness.stream.output.len() <= total + 256, "case {case}: output out of proportion");
         assert!(harness.open.buffered() <= 2 * 100_000 + 4096, "case {case}: buffers beyond the limits");
     }

@@ -42,7 +42,7 @@ impl<A: App> Server<A> {
     /// owner (see [`crate::hub`]).
     #[inline]
     pub(super) fn fan_out(&mut self) {
-        if !self.shared.published.is_empty() {
+        if !self.shared.lent.published.is_empty() {
             self.fan_out_published();
         }
     }
@@ -51,7 +51,7 @@ impl<A: App> Server<A> {
     /// that an echo's path pays one test.
     #[inline(never)]
     fn fan_out_published(&mut self) {
-        let mut published = std::mem::take(&mut self.shared.published);
+        let mut published = std::mem::take(&mut self.shared.lent.published);
         for publish in published.drain(..) {
             let reply = match publish.origin {
                 Origin::Http { id } => Some(Reply { loop_index: self.index(), to: id }),
@@ -65,7 +65,7 @@ impl<A: App> Server<A> {
                 continue;
             };
             let room = match publish.to {
-                Target::Room(id) => self.shared.rooms.name_of(id),
+                Target::Room(id) => self.shared.lent.rooms.name_of(id),
                 Target::Named(name) => Some(name),
             };
             // A room gone between the publish and now has nobody to reach.
@@ -79,7 +79,7 @@ impl<A: App> Server<A> {
             }
         }
         // Keep the vector's memory for the next call.
-        self.shared.published = published;
+        self.shared.lent.published = published;
         self.close_slow_consumers();
     }
 
@@ -115,7 +115,7 @@ impl<A: App> Server<A> {
     /// many messages they got.
     fn deliver_here(&mut self, to: &Target, frame: &Bytes) -> Delivered {
         let (limit, policy) = (self.shared.config.max_backpressure, self.shared.config.slow_consumer);
-        let rooms = &self.shared.rooms;
+        let rooms = &self.shared.lent.rooms;
         let members = match to {
             Target::Room(id) => rooms.members(*id),
             Target::Named(name) => rooms.find(name).and_then(|id| rooms.members(id)),
@@ -138,7 +138,7 @@ impl<A: App> Server<A> {
                 }
             }
         }
-        let metrics = &mut self.shared.metrics;
+        let metrics = &mut self.shared.lent.metrics;
         metrics.rooms.deliveries += counts.delivered;
         metrics.rooms.deliveries_dropped += counts.dropped;
         // Each delivery is a data message sent.
@@ -213,12 +213,12 @@ impl<A: App> Server<A> {
                 }
                 Cross::Delivered { to, counts } => self.answer_publish(to, counts),
                 Cross::FromRedis { room, kind, payload } => {
-                    let frame = self.shared.metrics.fanout.frame(kind, &payload);
+                    let frame = self.shared.lent.metrics.fanout.frame(kind, &payload);
                     self.sequence(room, kind, frame, None, true);
                 }
                 Cross::AskFigures { reply } => {
                     if let Some(link) = &mut self.link {
-                        let (from, metrics) = (link.index, Box::new(self.shared.metrics.clone()));
+                        let (from, metrics) = (link.index, Box::new(self.shared.lent.metrics.clone()));
                         link.outgoing[reply.loop_index].push(Cross::Figures { to: reply.to, from, metrics });
                     }
                 }
@@ -238,7 +238,7 @@ impl<A: App> Server<A> {
         for (to, messages) in link.outgoing.iter_mut().enumerate() {
             link.hub.post(to, messages);
         }
-        self.shared.rooms.take_changes(&mut link.changes);
+        self.shared.lent.rooms.take_changes(&mut link.changes);
         if let Some(bridge) = link.hub.bridge() {
             for (room, created) in link.changes.drain(..) {
                 if created {

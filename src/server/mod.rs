@@ -35,20 +35,16 @@ use delivery::Link;
 
 use crate::{
     app::{App, ConnectionId},
-    clock::{self, Clock, Tick},
+    clock::{self, Tick},
     config::Config,
     connection::{Connection, Context, Readiness, Step, CLOSE_GRACE},
-    fanout::Publish,
     handshake::{Policy, Refusal},
     http::Routes,
     hub::Hub,
     listener::{self, ListenOptions},
     metrics::Metrics,
     modes::Builtin,
-    outbox::Cork,
-    protocol::Limits,
     report::Snapshot,
-    rooms::Rooms,
     shutdown::{LoopRequest, ShutdownSignals, StopHandle},
     socket::Socket,
     sys,
@@ -87,16 +83,8 @@ pub enum Ending {
 struct Shared {
     config: Config,
     policy: Policy,
-    limits: Limits,
-    metrics: Metrics,
-    /// The receive buffer every `recv` of this loop lands in.
-    rx: Box<[u8]>,
-    /// The output of the connection being served, until its flush.
-    cork: Cork,
-    rooms: Rooms,
-    /// Messages published during the current call, fanned out right after it.
-    published: Vec<Publish>,
-    clock: Clock,
+    /// Buffers, limits, metrics, clock, rooms: lent to each call by reference.
+    lent: Lent,
     started: Instant,
     listen: SocketAddr,
 }
@@ -104,24 +92,11 @@ struct Shared {
 impl Shared {
     fn context<'a>(&'a mut self, registry: &'a mio::Registry, link: Option<&'a Link>) -> Context<'a> {
         Context {
-            lent: Lent {
-                rx: &mut self.rx,
-                cork: &mut self.cork,
-                limits: self.limits,
-                max_backpressure: self.config.max_backpressure,
-                measure_latency: !self.config.no_latency,
-                metrics: &mut self.metrics,
-                now: self.clock.now(),
-                now_fine: self.clock.now_fine(),
-                fine: self.clock.fine(),
-                rooms: &mut self.rooms,
-                published: &mut self.published,
-            },
+            lent: &mut self.lent,
             registry,
             config: &self.config,
             policy: &self.policy,
             hub: link.map(|link| (&*link.hub, link.index)),
-            now_instant: self.clock.now_instant(),
             started: self.started,
             listen: self.listen,
         }
@@ -223,12 +198,9 @@ impl<A: App> Server<A> {
         } else {
             config.stats_interval
         });
-        let clock = Clock::new();
-        let started = clock.now_instant();
         let policy = Policy::new(&config);
-        let (max_rooms, max_rooms_per_connection) = (config.max_rooms, config.max_rooms_per_connection);
-        let limits =
-            Limits { max_frame: config.effective_max_frame_size() as u64, max_message: config.max_message_size as u64 };
+        let lent = Lent::new(&config);
+        let started = lent.clock.now_instant();
         Ok(Server {
             app,
             accepted: 0,
@@ -237,19 +209,7 @@ impl<A: App> Server<A> {
             metrics_listener: None,
             local_addr,
             connections: Slab::with_capacity(1024),
-            shared: Shared {
-                config,
-                policy,
-                limits,
-                metrics: Metrics::default(),
-                rx: sys::receive_buffer(),
-                cork: Cork::default(),
-                rooms: Rooms::new(max_rooms, max_rooms_per_connection),
-                published: Vec::new(),
-                clock,
-                started,
-                listen: local_addr,
-            },
+            shared: Shared { config, policy, lent, started, listen: local_addr },
             signals: None,
             stop,
             again: Vec::new(),
@@ -291,14 +251,14 @@ impl<A: App> Server<A> {
 
     /// The loop's figures so far.
     pub fn metrics(&self) -> &Metrics {
-        &self.shared.metrics
+        &self.shared.lent.metrics
     }
 
     /// Makes this loop loop `index` of the process whose loops share `hub`
     /// (before it runs).
     pub fn join_hub(&mut self, hub: Arc<Hub>, index: usize) {
         if hub.bridge().is_some() {
-            self.shared.rooms.track_changes();
+            self.shared.lent.rooms.track_changes();
         }
         self.link = Some(Link::new(hub, index));
     }
@@ -314,7 +274,7 @@ impl<A: App> Server<A> {
                 }
                 return Err(e);
             }
-            self.shared.clock.update();
+            self.shared.lent.clock.update();
 
             let mut listener_ready = false;
             let mut metrics_listener_ready = false;
@@ -388,7 +348,7 @@ impl<A: App> Server<A> {
             drop(connection);
             if self.accept_paused_until.is_some() {
                 // A descriptor was freed: accepting may work again.
-                self.accept_paused_until = Some(self.shared.clock.now());
+                self.accept_paused_until = Some(self.shared.lent.clock.now());
             }
         }
     }
@@ -411,7 +371,7 @@ impl<A: App> Server<A> {
     }
 
     fn accept_pause_over(&self) -> bool {
-        self.accept_paused_until.is_some_and(|until| clock::is_past(until, self.shared.clock.now()))
+        self.accept_paused_until.is_some_and(|until| clock::is_past(until, self.shared.lent.clock.now()))
     }
 
     /// Accepts until `WouldBlock` (the listeners are edge-triggered).
@@ -429,26 +389,26 @@ impl<A: App> Server<A> {
                 Err(e) if listener::is_per_connection(&e) => continue,
                 Err(e) => {
                     if listener::is_resource_exhaustion(&e) {
-                        self.shared.metrics.accept_errors += 1;
+                        self.shared.lent.metrics.accept_errors += 1;
                         warn!(error = %e, "cannot accept: out of descriptors or memory; pausing accepts");
                     } else {
                         error!(error = %e, "accept failed; pausing accepts");
                     }
-                    let now = self.shared.clock.now();
+                    let now = self.shared.lent.clock.now();
                     self.accept_paused_until = Some(now.wrapping_add(clock::ticks(ACCEPT_PAUSE)));
                     return;
                 }
             };
             // Latency matters more than segment count for small messages.
             let _ = stream.set_nodelay(true);
-            let own = self.shared.metrics.connections_open;
+            let own = self.shared.lent.metrics.connections_open;
             // --max-connections is for the process: with other loops, their
             // last reported counts are added.
             let open = self.link.as_ref().map_or(own, |link| link.hub.open_connections(link.index, own));
             let over_limit = which == Listener::Main && open >= self.shared.config.max_connections as u64;
-            let refusals_in_flight = self.connections.len() - self.shared.metrics.connections_open as usize;
+            let refusals_in_flight = self.connections.len() - self.shared.lent.metrics.connections_open as usize;
             if over_limit && refusals_in_flight >= MAX_REFUSALS_IN_FLIGHT {
-                self.shared.metrics.count_refusal(crate::handshake::RefusalKind::TooManyConnections);
+                self.shared.lent.metrics.count_refusal(crate::handshake::RefusalKind::TooManyConnections);
                 debug!(%peer, "refused: connection limit, no room to send 503");
                 continue;
             }
@@ -499,7 +459,7 @@ impl<A: App> Server<A> {
     }
 
     fn housekeeping(&mut self) {
-        let now = self.shared.clock.now();
+        let now = self.shared.lent.clock.now();
         if clock::is_past(self.next_sweep, now) {
             self.next_sweep = now.wrapping_add(self.sweep_every);
             self.sweep();
@@ -518,15 +478,15 @@ impl<A: App> Server<A> {
     /// Closes the latency window and logs the headline figures.
     fn end_stats_window(&mut self) {
         let shared = &mut self.shared;
-        shared.metrics.rotate_window();
+        shared.lent.metrics.rotate_window();
         if shared.config.stats_interval.is_zero() {
             return;
         }
-        let now = shared.clock.now_instant();
+        let now = shared.lent.clock.now_instant();
         let (previous, messages_in, messages_out) = self.last_stats;
-        let snapshot = Snapshot::new(&shared.metrics, &shared.config, shared.listen, now - shared.started);
+        let snapshot = Snapshot::new(&shared.lent.metrics, &shared.config, shared.listen, now - shared.started);
         info!("stats: {}", snapshot.log_line(messages_in, messages_out, now - previous));
-        self.last_stats = (now, shared.metrics.messages_in(), shared.metrics.messages_out());
+        self.last_stats = (now, shared.lent.metrics.messages_in(), shared.lent.metrics.messages_out());
     }
 
     /// Timeouts for every connection: a few comparisons each, every
@@ -543,7 +503,7 @@ impl<A: App> Server<A> {
             self.remove(key);
         }
         if let Some(link) = &self.link {
-            link.hub.report_open(link.index, self.shared.metrics.connections_open);
+            link.hub.report_open(link.index, self.shared.lent.metrics.connections_open);
         }
     }
 
@@ -563,7 +523,7 @@ impl<A: App> Server<A> {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.accept_paused_until = None;
-        let now = self.shared.clock.now();
+        let now = self.shared.lent.clock.now();
         let deadline = now.wrapping_add(clock::ticks(self.shared.config.shutdown_timeout));
         self.shutdown_deadline = Some(deadline);
         info!(
@@ -589,7 +549,7 @@ impl<A: App> Server<A> {
         if !self.again.is_empty() {
             return Duration::ZERO;
         }
-        let now = self.shared.clock.now();
+        let now = self.shared.lent.clock.now();
         let until = |deadline: Tick| if clock::is_past(deadline, now) { 0 } else { clock::elapsed(now, deadline) };
         let mut wait = until(self.next_sweep).min(self.sweep_every);
         if let Some(paused_until) = self.accept_paused_until {
@@ -607,9 +567,13 @@ impl<A: App> Server<A> {
             self.remove(key);
         }
         if let Some(link) = &self.link {
-            link.hub.report_open(link.index, self.shared.metrics.connections_open);
+            link.hub.report_open(link.index, self.shared.lent.metrics.connections_open);
         }
-        Summary { ended_by: self.ending.unwrap_or(Ending::Graceful), dropped, metrics: self.shared.metrics.clone() }
+        Summary {
+            ended_by: self.ending.unwrap_or(Ending::Graceful),
+            dropped,
+            metrics: self.shared.lent.metrics.clone(),
+        }
     }
 }
 

@@ -269,8 +269,9 @@ impl Connection {
 
     /// Writes what was delivered to it since its last write: once per loop
     /// iteration, however many messages it got (corked).
+    #[inline]
     pub fn drain(&mut self, token: Token, cx: &mut Context<'_>) -> Step {
-        let step = match outbox::flush(&mut self.socket, &mut self.outbox, &mut cx.lent.cork, &[]) {
+        let step = match outbox::flush_outbox(&mut self.socket, &mut self.outbox, &mut cx.lent.cork) {
             Ok(_) => Step::Keep,
             Err(_) => Step::Remove,
         };
@@ -312,6 +313,7 @@ impl Connection {
     /// slow consumers. Costs a few comparisons for a connection with nothing due.
     pub fn on_tick<A: App>(&mut self, token: Token, app: &mut A, cx: &mut Context<'_>) -> Step {
         let now = cx.lent.clock.now();
+        self.outbox.release_if_empty();
         let step = match &self.state {
             State::Handshaking(_) | State::Publishing(_) if clock::is_past(self.deadline, now) => {
                 info!(peer = %self.peer(), "handshake timed out");
@@ -375,10 +377,23 @@ impl Connection {
 
     /// Brings the pending-output gauge up to date and registers the interest
     /// the state now needs, if it changed.
+    #[inline]
     pub fn finish(&mut self, token: Token, step: Step, cx: &mut Context<'_>) -> Step {
         if step == Step::Remove {
             return step;
         }
+        if self.outbox.is_empty() && self.reported_pending == 0 && self.interest == Interest::READABLE {
+            // Nothing waits and nothing changed: what a room member is after
+            // almost every delivery, so checked here without a call.
+            if !self.socket.write_blocked() {
+                return step;
+            }
+        }
+        self.update_interest(token, step, cx)
+    }
+
+    /// [`Connection::finish`] when the pending figure or the interest may change.
+    fn update_interest(&mut self, token: Token, step: Step, cx: &mut Context<'_>) -> Step {
         let pending = u32::try_from(self.outbox.len()).unwrap_or(u32::MAX);
         if pending != self.reported_pending {
             let gauge = &mut cx.lent.metrics.pending_output_bytes;

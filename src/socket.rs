@@ -161,24 +161,93 @@ impl Socket {
         Ok(())
     }
 
-    /// [`Transport::recv`] through TLS: plaintext rustls has, else records
-    /// from the socket, until the socket has none.
+    /// [`Transport::recv`] through TLS: the plaintext rustls already has,
+    /// then records from the socket, until the socket has none or `buf` is
+    /// full.
     #[inline(never)]
     fn recv_tls(&mut self, buf: &mut [u8]) -> io::Result<Received> {
         // Handshake messages (or an alert) still waiting go out first.
         if !self.write_blocked {
             self.push_records()?;
         }
+        if buf.len() < 2 * (RECORD_PLAINTEXT_MAX + MIN_RECORD_READ) {
+            return self.recv_tls_through_rustls(buf);
+        }
+        // One `recv` of records into the back half of `buf`, handed to rustls
+        // from there and decrypted into the front half. (`read_tls` on the
+        // socket itself would make one system call per 4 KiB: five per 16 KiB
+        // message.) A read asks for no more than the front half has room for,
+        // less one record (rustls may hold the start of one from before), so
+        // every byte read is decrypted in this call, and a short read means
+        // the socket is drained: rule 1 holds here too.
+        let (plain, records) = buf.split_at_mut(buf.len() / 2);
+        let Some(tls) = &mut self.tls else { return Ok(Received::Nothing) };
+        let (mut filled, mut ended) = take_plaintext(tls, plain)?;
+        while !ended && self.read != ReadState::Drained {
+            let want = (plain.len() - filled).saturating_sub(RECORD_PLAINTEXT_MAX).min(records.len());
+            if want < MIN_RECORD_READ {
+                break;
+            }
+            let n = match retry_interrupted(|| sys::recv(&self.stream, &mut records[..want])) {
+                Ok(0) => {
+                    self.read = ReadState::Drained;
+                    0
+                }
+                Ok(n) => {
+                    if n < want && self.read == ReadState::Ready {
+                        self.read = ReadState::Drained;
+                    }
+                    n
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.read = ReadState::Drained;
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(tls) = &mut self.tls else { break };
+            let mut input = &records[..n];
+            loop {
+                // An empty `input` (n == 0) tells rustls that TCP ended;
+                // after the peer's close_notify it takes nothing more.
+                let took = tls.read_tls(&mut input)?;
+                if let Err(e) = tls.process_new_packets() {
+                    // rustls has queued an alert saying why: send it if the socket takes it.
+                    let _ = self.push_records();
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, TlsFailure(e)));
+                }
+                let (taken, end) = take_plaintext(tls, &mut plain[filled..])?;
+                filled += taken;
+                ended |= end;
+                if input.is_empty() || ended {
+                    break;
+                }
+                if took == 0 {
+                    // rustls took nothing though it had just processed what
+                    // it held: dropping the rest would corrupt the stream.
+                    return Err(io::Error::other("TLS: records read but not taken"));
+                }
+            }
+            if tls.wants_write() {
+                self.push_records()?;
+            }
+        }
+        Ok(match (filled, ended) {
+            (0, true) => Received::Eof,
+            (0, false) => Received::Nothing,
+            (n, _) => Received::Data(n),
+        })
+    }
+
+    /// [`Socket::recv_tls`] into a small buffer: rustls reads the socket
+    /// itself (4 KiB a call), until there is plaintext or the socket has none.
+    fn recv_tls_through_rustls(&mut self, buf: &mut [u8]) -> io::Result<Received> {
         loop {
             let Some(tls) = &mut self.tls else { return Ok(Received::Nothing) };
-            match tls.reader().read(buf) {
-                // A close_notify alert: the clean end.
-                Ok(0) => return Ok(Received::Eof),
-                Ok(n) => return Ok(Received::Data(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // The TCP connection ended without a close_notify.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Received::Eof),
-                Err(e) => return Err(e),
+            match take_plaintext(tls, buf)? {
+                (0, true) => return Ok(Received::Eof),
+                (0, false) => {}
+                (n, _) => return Ok(Received::Data(n)),
             }
             if self.read == ReadState::Drained {
                 return Ok(Received::Nothing);
@@ -194,7 +263,6 @@ impl Socket {
                 Err(e) => return Err(e),
             }
             if let Err(e) = tls.process_new_packets() {
-                // rustls has queued an alert saying why: send it if the socket takes it.
                 let _ = self.push_records();
                 return Err(io::Error::new(io::ErrorKind::InvalidData, TlsFailure(e)));
             }
@@ -226,6 +294,30 @@ impl Socket {
         }
         Ok(taken)
     }
+}
+
+/// The most plaintext one TLS record carries (2^14 bytes, RFC 8446 5.1).
+const RECORD_PLAINTEXT_MAX: usize = 16 << 10;
+
+/// The smallest read of records worth a system call.
+const MIN_RECORD_READ: usize = 4 << 10;
+
+/// Copies the plaintext rustls holds into `out`: how much, and whether the
+/// peer has ended (a close_notify, or TCP ended without one) once all of it
+/// is taken.
+fn take_plaintext(tls: &mut ServerConnection, out: &mut [u8]) -> io::Result<(usize, bool)> {
+    let mut n = 0;
+    // An empty `out` would read as the end: stop before.
+    while n < out.len() {
+        match tls.reader().read(&mut out[n..]) {
+            Ok(0) => return Ok((n, true)),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok((n, true)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((n, false))
 }
 
 /// `slices` without their first `skip` bytes (for a write taken in part).

@@ -115,7 +115,6 @@ pub struct Harness {
     pub stream: MemStream,
     pub open: crate::wakeup::Open,
     pub outbox: crate::outbox::Outbox,
-    pub config: crate::Config,
     /// The loop-wide state: metrics, rooms, and what was published (not
     /// fanned out: there is no loop here).
     pub lent: crate::wakeup::Lent,
@@ -126,7 +125,6 @@ impl Harness {
     pub fn new(config: crate::Config, stream: MemStream) -> Self {
         Harness {
             lent: crate::wakeup::Lent::new(&config),
-            config,
             stream,
             open: crate::wakeup::Open::default(),
             outbox: crate::outbox::Outbox::default(),
@@ -138,7 +136,6 @@ impl Harness {
     /// loop's).
     pub fn reset(&mut self, config: crate::Config, stream: MemStream) {
         self.lent.configure(&config);
-        self.config = config;
         self.stream = stream;
         self.open = crate::wakeup::Open::default();
         self.outbox = crate::outbox::Outbox::default();

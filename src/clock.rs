@@ -78,6 +78,16 @@ impl Clock {
         self.now
     }
 
+    /// When the clock was made (the loop's start).
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+
+    /// Time since the clock was made, as of the last [`Clock::update`].
+    pub fn uptime(&self) -> std::time::Duration {
+        self.now_instant.saturating_duration_since(self.start)
+    }
+
     /// The instant of the last [`Clock::update`].
     pub fn now_instant(&self) -> Instant {
         self.now_instant

@@ -23,10 +23,7 @@
 //! The connection never drops its own socket: when it is finished it returns
 //! [`Step::Remove`] and the loop frees the slab slot.
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use mio::{Interest, Registry, Token};
@@ -66,8 +63,7 @@ pub struct Context<'a> {
     /// With other loops: the hub they share, and this loop's index (the
     /// pages show the process; a publish waits for every loop's counts).
     pub hub: Option<(&'a Hub, usize)>,
-    /// When the server started, and where it listens (for the pages).
-    pub started: Instant,
+    /// Where the server listens (for the pages).
     pub listen: SocketAddr,
 }
 
@@ -271,7 +267,7 @@ impl Connection {
     /// iteration, however many messages it got (corked).
     #[inline]
     pub fn drain(&mut self, token: Token, cx: &mut Context<'_>) -> Step {
-        let step = match outbox::flush_outbox(&mut self.socket, &mut self.outbox, &mut cx.lent.cork) {
+        let step = match outbox::flush(&mut self.socket, &mut self.outbox, &mut cx.lent.cork, &[]) {
             Ok(_) => Step::Keep,
             Err(_) => Step::Remove,
         };
@@ -382,18 +378,6 @@ impl Connection {
         if step == Step::Remove {
             return step;
         }
-        if self.outbox.is_empty() && self.reported_pending == 0 && self.interest == Interest::READABLE {
-            // Nothing waits and nothing changed: what a room member is after
-            // almost every delivery, so checked here without a call.
-            if !self.socket.write_blocked() {
-                return step;
-            }
-        }
-        self.update_interest(token, step, cx)
-    }
-
-    /// [`Connection::finish`] when the pending figure or the interest may change.
-    fn update_interest(&mut self, token: Token, step: Step, cx: &mut Context<'_>) -> Step {
         let pending = u32::try_from(self.outbox.len()).unwrap_or(u32::MAX);
         if pending != self.reported_pending {
             let gauge = &mut cx.lent.metrics.pending_output_bytes;
@@ -404,12 +388,20 @@ impl Connection {
         let waiting = !self.outbox.is_empty() || self.socket.write_blocked();
         let wanted = if waiting { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
         if wanted != self.interest {
-            if let Err(e) = cx.registry.reregister(self.socket.stream_mut(), token, wanted) {
-                error!(error = %e, "epoll_ctl failed; dropping the connection");
-                return Step::Remove;
-            }
-            self.interest = wanted;
+            return self.reregister(token, wanted, step, cx);
         }
+        step
+    }
+
+    /// Registers interest in `wanted` ([`Connection::finish`], out of line:
+    /// most calls change nothing).
+    #[inline(never)]
+    fn reregister(&mut self, token: Token, wanted: Interest, step: Step, cx: &mut Context<'_>) -> Step {
+        if let Err(e) = cx.registry.reregister(self.socket.stream_mut(), token, wanted) {
+            error!(error = %e, "epoll_ctl failed; dropping the connection");
+            return Step::Remove;
+        }
+        self.interest = wanted;
         step
     }
 
@@ -814,7 +806,7 @@ fn page_response(page: &PlainRequest, metrics: &Metrics, loops: &[u64], cx: &Con
         redis: cx.hub.and_then(|(hub, _)| hub.bridge()).map(|bridge| bridge.stats()),
         config: cx.config,
         listen: cx.listen,
-        uptime: cx.lent.clock.now_instant().saturating_duration_since(cx.started),
+        uptime: cx.lent.clock.uptime(),
     };
     pages::respond(page.route, &page.method, &page.target, &source)
 }

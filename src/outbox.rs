@@ -96,7 +96,7 @@ impl Outbox {
             self.front_sent = 0;
             // Emptied in place (an empty `Bytes` frees nothing), and the
             // sent chunks dropped from the front once they are half of all.
-            drop(std::mem::take(front));
+            *front = Bytes::new();
             self.head += 1;
         }
         if self.head > self.chunks.len() / 2 {
@@ -244,6 +244,11 @@ impl Cork {
 /// `input`) with as few `writev`s as the kernel allows (one, unless there
 /// are over 1024 pieces), and moves what it did not take into `outbox`.
 /// Returns the bytes sent. The cork is empty afterwards.
+///
+/// The usual cases, a few corked pieces and nothing pending (an echo) or a
+/// few pending chunks and nothing corked (a room member after a fan-out),
+/// are decided here, inline at every caller; the rest is [`flush_many`].
+#[inline]
 pub fn flush<T: Transport>(socket: &mut T, outbox: &mut Outbox, cork: &mut Cork, input: &[u8]) -> io::Result<usize> {
     // What the transport holds (TLS records) goes before anything new.
     socket.flush_pending()?;
@@ -253,6 +258,13 @@ pub fn flush<T: Transport>(socket: &mut T, outbox: &mut Outbox, cork: &mut Cork,
     if cork.is_empty() && outbox.pending().len() <= FEW && !socket.write_blocked() {
         return flush_pending(socket, outbox);
     }
+    flush_many(socket, outbox, cork, input)
+}
+
+/// [`flush`] of many pieces, or into a full socket: the slices in the
+/// cork's reusable vector, as many `writev`s as `IOV_MAX` requires.
+#[inline(never)]
+fn flush_many<T: Transport>(socket: &mut T, outbox: &mut Outbox, cork: &mut Cork, input: &[u8]) -> io::Result<usize> {
     let total = outbox.len + cork.len;
     let mut sent = 0;
     let mut result = Ok(());
@@ -291,17 +303,6 @@ pub fn flush<T: Transport>(socket: &mut T, outbox: &mut Outbox, cork: &mut Cork,
     keep_unsent(outbox, cork, input, sent - from_outbox);
     cork.clear();
     result.map(|()| sent)
-}
-
-/// [`flush`] for a connection with nothing corked, only its outbox: a room
-/// member at the end of a loop iteration, holding what the fan-outs of that
-/// iteration queued for it. Kept small: it runs once per delivery.
-pub fn flush_outbox<T: Transport>(socket: &mut T, outbox: &mut Outbox, cork: &mut Cork) -> io::Result<usize> {
-    socket.flush_pending()?;
-    if cork.is_empty() && outbox.pending().len() <= FEW && !socket.write_blocked() {
-        return flush_pending(socket, outbox);
-    }
-    flush(socket, outbox, cork, &[])
 }
 
 /// Pieces [`flush_few`] handles with slices on the stack.

@@ -188,34 +188,18 @@ impl Socket {
             if want < MIN_RECORD_READ {
                 break;
             }
-            let n = match retry_interrupted(|| sys::recv(&self.stream, &mut records[..want])) {
-                Ok(0) => {
-                    self.read = ReadState::Drained;
-                    0
-                }
-                Ok(n) => {
-                    if n < want && self.read == ReadState::Ready {
-                        self.read = ReadState::Drained;
-                    }
-                    n
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.read = ReadState::Drained;
-                    break;
-                }
-                Err(e) => return Err(e),
+            let n = match self.recv_plain(&mut records[..want])? {
+                Received::Data(n) => n,
+                Received::Eof => 0,
+                Received::Nothing => break,
             };
-            let Some(tls) = &mut self.tls else { break };
             let mut input = &records[..n];
-            loop {
+            while let Some(tls) = &mut self.tls {
                 // An empty `input` (n == 0) tells rustls that TCP ended;
                 // after the peer's close_notify it takes nothing more.
                 let took = tls.read_tls(&mut input)?;
-                if let Err(e) = tls.process_new_packets() {
-                    // rustls has queued an alert saying why: send it if the socket takes it.
-                    let _ = self.push_records();
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, TlsFailure(e)));
-                }
+                self.process_records()?;
+                let Some(tls) = &mut self.tls else { break };
                 let (taken, end) = take_plaintext(tls, &mut plain[filled..])?;
                 filled += taken;
                 ended |= end;
@@ -228,7 +212,7 @@ impl Socket {
                     return Err(io::Error::other("TLS: records read but not taken"));
                 }
             }
-            if tls.wants_write() {
+            if self.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
                 self.push_records()?;
             }
         }
@@ -262,12 +246,49 @@ impl Socket {
                 }
                 Err(e) => return Err(e),
             }
-            if let Err(e) = tls.process_new_packets() {
-                let _ = self.push_records();
-                return Err(io::Error::new(io::ErrorKind::InvalidData, TlsFailure(e)));
-            }
+            self.process_records()?;
             if self.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
                 self.push_records()?;
+            }
+        }
+    }
+
+    /// Has rustls decrypt and act on the records it was given.
+    fn process_records(&mut self) -> io::Result<()> {
+        let Some(tls) = &mut self.tls else { return Ok(()) };
+        if let Err(e) = tls.process_new_packets() {
+            // rustls has queued an alert saying why: send it if the socket takes it.
+            let _ = self.push_records();
+            return Err(io::Error::new(io::ErrorKind::InvalidData, TlsFailure(e)));
+        }
+        Ok(())
+    }
+
+    /// One `recv` from the TCP stream into `buf`, noting a short read as
+    /// drained: the plain [`Transport::recv`], and how TLS records arrive.
+    #[inline]
+    fn recv_plain(&mut self, buf: &mut [u8]) -> io::Result<Received> {
+        if self.read == ReadState::Drained {
+            return Ok(Received::Nothing);
+        }
+        match retry_interrupted(|| sys::recv(&self.stream, buf)) {
+            Ok(0) => {
+                self.read = ReadState::Drained;
+                Ok(Received::Eof)
+            }
+            Ok(n) => {
+                if n < buf.len() && self.read == ReadState::Ready {
+                    self.read = ReadState::Drained;
+                }
+                Ok(Received::Data(n))
+            }
+            Err(e) => {
+                self.read = ReadState::Drained;
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    Ok(Received::Nothing)
+                } else {
+                    Err(e)
+                }
             }
         }
     }
@@ -358,34 +379,13 @@ impl Transport for Socket {
         if self.tls.is_some() {
             return self.recv_tls(buf);
         }
-        if self.read == ReadState::Drained {
-            return Ok(Received::Nothing);
-        }
-        match retry_interrupted(|| sys::recv(&self.stream, buf)) {
-            Ok(0) => {
-                self.read = ReadState::Drained;
-                Ok(Received::Eof)
-            }
-            Ok(n) => {
-                if n < buf.len() && self.read == ReadState::Ready {
-                    self.read = ReadState::Drained;
-                }
-                Ok(Received::Data(n))
-            }
-            Err(e) => {
-                self.read = ReadState::Drained;
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    Ok(Received::Nothing)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        self.recv_plain(buf)
     }
 
     /// One `writev` of `slices`: the bytes the kernel took (0 when the send
-    /// buffer is full, which is not an error).
-    #[inline]
+    /// buffer is full, which is not an error). Always inlined: it is one
+    /// test and a system call, at every flush of every connection.
+    #[inline(always)]
     fn send(&mut self, slices: &[IoSlice<'_>], total: usize) -> io::Result<usize> {
         if self.write_blocked || total == 0 {
             return Ok(0);

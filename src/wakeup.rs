@@ -96,26 +96,23 @@ impl Lent {
         // First: quanta calibrates once per process, in the first
         // `quanta::Clock::new`, and the callgrind scripts find it in here.
         let clock = Clock::new();
-        let mut lent = Lent {
+        Lent {
             rx: crate::sys::receive_buffer(),
             cork: Cork::default(),
-            limits: Limits { max_frame: 0, max_message: 0 },
-            max_backpressure: 0,
-            measure_latency: false,
+            limits: limits(config),
+            max_backpressure: config.max_backpressure,
+            measure_latency: !config.no_latency,
             metrics: Metrics::default(),
             clock,
-            rooms: Rooms::new(0, 0),
+            rooms: Rooms::new(config.max_rooms, config.max_rooms_per_connection),
             published: Vec::new(),
-        };
-        lent.configure(config);
-        lent
+        }
     }
 
     /// Takes `config`'s limits, with no rooms (the buffers, metrics and
     /// clock are kept: a harness reuses them for its next connection).
     pub fn configure(&mut self, config: &crate::Config) {
-        self.limits =
-            Limits { max_frame: config.effective_max_frame_size() as u64, max_message: config.max_message_size as u64 };
+        self.limits = limits(config);
         self.max_backpressure = config.max_backpressure;
         self.measure_latency = !config.no_latency;
         self.rooms = Rooms::new(config.max_rooms, config.max_rooms_per_connection);
@@ -138,6 +135,11 @@ impl Lent {
         };
         (&mut self.rx, hand)
     }
+}
+
+/// The frame and message limits `config` sets.
+fn limits(config: &crate::Config) -> Limits {
+    Limits { max_frame: config.effective_max_frame_size() as u64, max_message: config.max_message_size as u64 }
 }
 
 /// What one wakeup did.

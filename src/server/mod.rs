@@ -85,7 +85,6 @@ struct Shared {
     policy: Policy,
     /// Buffers, limits, metrics, clock, rooms: lent to each call by reference.
     lent: Lent,
-    started: Instant,
     listen: SocketAddr,
 }
 
@@ -97,7 +96,6 @@ impl Shared {
             config: &self.config,
             policy: &self.policy,
             hub: link.map(|link| (&*link.hub, link.index)),
-            started: self.started,
             listen: self.listen,
         }
     }
@@ -200,7 +198,7 @@ impl<A: App> Server<A> {
         });
         let policy = Policy::new(&config);
         let lent = Lent::new(&config);
-        let started = lent.clock.now_instant();
+        let started = lent.clock.started();
         Ok(Server {
             app,
             accepted: 0,
@@ -209,7 +207,7 @@ impl<A: App> Server<A> {
             metrics_listener: None,
             local_addr,
             connections: Slab::with_capacity(1024),
-            shared: Shared { config, policy, lent, started, listen: local_addr },
+            shared: Shared { config, policy, lent, listen: local_addr },
             signals: None,
             stop,
             again: Vec::new(),
@@ -484,7 +482,7 @@ impl<A: App> Server<A> {
         }
         let now = shared.lent.clock.now_instant();
         let (previous, messages_in, messages_out) = self.last_stats;
-        let snapshot = Snapshot::new(&shared.lent.metrics, &shared.config, shared.listen, now - shared.started);
+        let snapshot = Snapshot::new(&shared.lent.metrics, &shared.config, shared.listen, shared.lent.clock.uptime());
         info!("stats: {}", snapshot.log_line(messages_in, messages_out, now - previous));
         self.last_stats = (now, shared.lent.metrics.messages_in(), shared.lent.metrics.messages_out());
     }

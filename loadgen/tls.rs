@@ -49,7 +49,8 @@ use rustls::{
     },
     crypto::CryptoProvider,
     pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime},
-    ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind, NamedGroup, RootCertStore, SignatureScheme,
+    CipherSuite, ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind, NamedGroup, RootCertStore,
+    SignatureScheme,
 };
 
 /// The one application protocol offered (ALPN): a WebSocket starts as HTTP/1.1.
@@ -203,7 +204,7 @@ impl TlsSettings {
     /// between threads, and a ticket is resumed on the loop that got it.
     /// Called on the loop's own thread.
     pub fn client(&self, connections: u64) -> Result<TlsClient, String> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(browser_order_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(self.version.versions())
             .map_err(|e| format!("TLS configuration: {e}"))?;
@@ -440,6 +441,32 @@ pub fn failure_reason(error: &rustls::Error) -> &'static str {
 /// table (every one present, zeros included).
 pub const FAILURE_REASONS: [&str; 4] = ["bad_certificate", "alert", "protocol", "other"];
 
+/// rustls' aws-lc-rs provider with its cipher suites offered in the order
+/// browsers offer theirs: AES-128-GCM first (Chrome, Firefox and Safari all
+/// list `TLS_AES_128_GCM_SHA256` first; it is also the suite RFC 8446 9.1
+/// makes mandatory), then rustls' own order. rustls alone offers AES-256-GCM
+/// with SHA-384 first, and a server that follows the client's order (rustls'
+/// and OpenSSL's default) then runs the whole key schedule on SHA-384, which
+/// no browser asks for: a load test should cost the server what browsers
+/// cost it.
+fn browser_order_provider() -> CryptoProvider {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    // A stable sort: the AES-128-GCM suites (TLS 1.3, then TLS 1.2 ECDSA and
+    // RSA) move to the front, the rest keep rustls' order.
+    provider.cipher_suites.sort_by_key(|suite| !is_aes_128_gcm(suite.suite()));
+    provider
+}
+
+/// Whether `suite` is one of the AES-128-GCM suites.
+fn is_aes_128_gcm(suite: CipherSuite) -> bool {
+    matches!(
+        suite,
+        CipherSuite::TLS13_AES_128_GCM_SHA256
+            | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+    )
+}
+
 /// `--insecure`: accepts every certificate, and every signature over the
 /// handshake. A test server's self-signed certificate passes, and so does
 /// an attacker's: the connection is encrypted but not authenticated.
@@ -570,5 +597,27 @@ impl ClientSessionStore for LoopSessions {
     fn take_tls13_ticket(&self, server_name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
         // The newest: the least likely to have expired.
         self.with(server_name, |s| s.tls13.pop_back())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suites_are_offered_in_the_browsers_order() {
+        let offered: Vec<CipherSuite> = browser_order_provider().cipher_suites.iter().map(|s| s.suite()).collect();
+        let position = |suite| offered.iter().position(|s| *s == suite).expect("suite offered");
+        // TLS 1.3: AES-128-GCM before AES-256-GCM before ChaCha20, as Chrome and Firefox.
+        assert_eq!(offered[0], CipherSuite::TLS13_AES_128_GCM_SHA256);
+        assert!(
+            position(CipherSuite::TLS13_AES_256_GCM_SHA384) < position(CipherSuite::TLS13_CHACHA20_POLY1305_SHA256)
+        );
+        // TLS 1.2 too, and nothing rustls offers is dropped.
+        assert!(
+            position(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+                < position(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384)
+        );
+        assert_eq!(offered.len(), rustls::crypto::aws_lc_rs::default_provider().cipher_suites.len());
     }
 }

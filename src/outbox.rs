@@ -250,8 +250,14 @@ impl Cork {
 /// are decided here, inline at every caller; the rest is [`flush_many`].
 #[inline]
 pub fn flush<T: Transport>(socket: &mut T, outbox: &mut Outbox, cork: &mut Cork, input: &[u8]) -> io::Result<usize> {
-    // What the transport holds (TLS records) goes before anything new.
-    socket.flush_pending()?;
+    // What the transport holds (TLS records: session tickets, the end of a
+    // handshake) goes before anything new. With nothing new it goes alone;
+    // otherwise `send` writes it in the same `writev` as the new bytes (rustls
+    // sends its records in order), so that a 101 and the tickets that came
+    // before it leave in one write.
+    if outbox.is_empty() && cork.len == 0 {
+        socket.flush_pending()?;
+    }
     if outbox.is_empty() && cork.segments.len() <= FEW && !socket.write_blocked() {
         return flush_few(socket, outbox, cork, input);
     }

@@ -212,7 +212,12 @@ impl Socket {
                     return Err(io::Error::other("TLS: records read but not taken"));
                 }
             }
-            if self.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
+            // What rustls has to say goes out now while the handshake runs,
+            // or when no plaintext came (a TLS 1.2 client waits for our
+            // Finished). Otherwise the plaintext is answered in this wakeup,
+            // and the records (TLS 1.3 tickets after the client's Finished)
+            // leave with that answer, in one write.
+            if self.tls.as_ref().is_some_and(|tls| tls.wants_write() && (filled == 0 || tls.is_handshaking())) {
                 self.push_records()?;
             }
         }
@@ -297,8 +302,10 @@ impl Socket {
     /// encrypts as it takes), its records written as the socket allows.
     #[inline(never)]
     fn send_tls(&mut self, slices: &[IoSlice<'_>], total: usize) -> io::Result<usize> {
-        self.push_records()?;
+        // The records rustls already holds are not written first: they go
+        // out in the same `writev` as the new ones (rustls keeps them in order).
         let mut taken = 0;
+        let mut retried = false;
         while taken < total && !self.write_blocked {
             let Some(tls) = &mut self.tls else { break };
             // One call for all the slices: rustls makes one record of them.
@@ -308,9 +315,14 @@ impl Socket {
                 tls.writer().write_vectored(&remaining(slices, taken))?
             };
             taken += n;
+            let held = tls.wants_write();
             self.push_records()?;
             if n == 0 {
-                break;
+                // rustls was full: once, if writing what it held made room.
+                if retried || !held {
+                    break;
+                }
+                retried = true;
             }
         }
         Ok(taken)

@@ -293,6 +293,7 @@ pub struct Cli {
     pub tls_resume: Option<TlsResume>,
 
     /// wss://: the TLS versions offered: any (1.2 and 1.3, the server chooses), 1.2 or 1.3 [default: any].
+    /// Cipher suites are offered in the browsers' order, AES-128-GCM first.
     #[arg(long, env = "LOADGEN_TLS_VERSION", value_enum)]
     pub tls_version: Option<TlsVersion>,
 

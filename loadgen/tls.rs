@@ -19,7 +19,8 @@
 //!   anything new; beyond [`SEND_BUFFER_LIMIT`] rustls takes no more, and
 //!   the rest waits in the connection's own `pending`, as for `ws://`.
 //! - **The handshake** is driven by the same readiness events, in the
-//!   connection's `TlsHandshaking` state (see [`crate::client`]).
+//!   connection's `TlsHandshaking` state (see [`crate::client`]). The cipher
+//!   suites are offered in the browsers' order ([`browser_order_provider`]).
 //!
 //! Session resumption (`--tls-resume`) keeps the sessions and tickets of a
 //! loop in one [`LoopSessions`] store shared by its connections, so that a

@@ -247,7 +247,7 @@ impl Cork {
 ///
 /// The usual cases, a few corked pieces and nothing pending (an echo) or a
 /// few pending chunks and nothing corked (a room member after a fan-out),
-/// are decided here, inline at every caller; the rest is [`flush_many`].
+/// are decided here, inline at every caller; the rest is `flush_many`.
 #[inline]
 pub fn flush<T: Transport>(socket: &mut T, outbox: &mut Outbox, cork: &mut Cork, input: &[u8]) -> io::Result<usize> {
     // What the transport holds (TLS records: session tickets, the end of a

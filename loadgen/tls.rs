@@ -7,14 +7,14 @@
 //!
 //! - **Reading**: one `read` of the socket into the loop's receive buffer,
 //!   as for `ws://`; that ciphertext goes to rustls from the buffer
-//!   ([`ClientConnection::read_tls`] from a slice, which copies at most 4 KiB
-//!   per call, then [`ClientConnection::process_new_packets`]), and each
+//!   (`ClientConnection::read_tls` from a slice, which copies at most 4 KiB
+//!   per call, then `ClientConnection::process_new_packets`), and each
 //!   piece of plaintext is handed to the frame reader where rustls keeps it
 //!   ([`std::io::BufRead::fill_buf`] on its reader: no copy). Reading the
 //!   socket through `read_tls` itself would cost one `read` per 4 KiB.
 //! - **Writing**: the frame goes into rustls, which encrypts it into a
-//!   record at once ([`ClientConnection::writer`]), and the records go out
-//!   with one `writev` ([`ClientConnection::write_tls`]). What rustls keeps
+//!   record at once (`ClientConnection::writer`), and the records go out
+//!   with one `writev` (`ClientConnection::write_tls`). What rustls keeps
 //!   because the socket is full is sent on the next WRITABLE, before
 //!   anything new; beyond [`SEND_BUFFER_LIMIT`] rustls takes no more, and
 //!   the rest waits in the connection's own `pending`, as for `ws://`.

@@ -19,6 +19,14 @@
 #              each dearer than the server's one signature, so the client
 #              saturated first and the ratio measured it. HS_VERIFY=1 checks
 #              (--ca).
+#              Even so, loadgen does the same key exchange as the server on
+#              its one core, so neither side is kept busy and the figure
+#              measures how the two take turns as much as the server. A
+#              third run ("capped") therefore caps the server at HS_CAP
+#              percent (50) of one core with a cgroup (needs root; skipped
+#              with a note without it, and with HS_CAP=0), so that the
+#              server, not the client, is the limit: full handshakes/s then
+#              compare the servers' costs.
 #   memory     IDLE (10000) idle connections opened and held HOLD (5s): server
 #              RSS then minus RSS before, divided by IDLE.
 #
@@ -29,7 +37,7 @@
 # Exits 1 (after the tables) if a loadgen run failed.
 #
 # Environment: ROUNDS (3), DURATION (5s), WARMUP (1s), CONNECTIONS (500),
-#   SIZES ("512 16384"), HS_CONNECTIONS (64), HS_VERIFY (0), IDLE (10000), HOLD (5s),
+#   SIZES ("512 16384"), HS_CONNECTIONS (64), HS_VERIFY (0), HS_CAP (50), IDLE (10000), HOLD (5s),
 #   PARTS ("echo handshake memory"),
 #   SERVERS ("wsloop-tls wsloop tokio-rustls tokio-rustls-4k": each part runs
 #   those of its own that are listed: echo wsloop-tls wsloop tokio-rustls;
@@ -48,6 +56,7 @@ connections=${CONNECTIONS:-500}
 sizes=${SIZES:-512 16384}
 hs_connections=${HS_CONNECTIONS:-64}
 hs_verify=${HS_VERIFY:-0}
+hs_cap=${HS_CAP:-50}
 idle=${IDLE:-10000}
 hold=${HOLD:-5s}
 parts=${PARTS:-echo handshake memory}
@@ -91,6 +100,9 @@ measure() {
   local server=$1 tag=$2 status=0 loadgen ticks0 ticks1 c0a c0b c1a c1b t0 t1
   shift 2
   start_server "$server" "$out/$tag.log" taskset -c 0
+  if [ "${CAP:-0}" -gt 0 ]; then
+    cap_cpu "$SERVER_PID" "$CAP" || { stop_server; return 1; }
+  fi
   local target
   target=$(server_url "$server")
   # The handshake part (NO_VERIFY=1) measures the servers, not the client's
@@ -106,16 +118,18 @@ measure() {
   ticks1=$(cpu_ticks "$SERVER_PID"); c0b=$(core_ticks 0); c1b=$(core_ticks 1); t1=$(date +%s.%N)
   wait "$loadgen" || status=$?
   stop_server
+  uncap_cpu
   [ "$status" -eq 0 ] || { failed+=("$tag (loadgen exit $status)"); cat "$out/$tag.err" >&2; }
   [ -s "$out/$tag.json" ] || echo '{}' >"$out/$tag.json"
   python3 - "$out/$tag.json" "$server" "$tag" "$status" "$ticks0" "$ticks1" "$t0" "$t1" "$hz" \
-    "$c0a" "$c0b" "$c1a" "$c1b" <<'PY'
+    "$c0a" "$c0b" "$c1a" "$c1b" "${CAP:-0}" <<'PY'
 import json, sys
 path, server, tag, status, ticks0, ticks1, t0, t1, hz = sys.argv[1:10]
 core = [tuple(map(int, a.split())) for a in sys.argv[10:14]]
+cap = sys.argv[14]
 busy = lambda a, b: (b[0] - a[0]) / max(1, b[1] - a[1])
 r = json.load(open(path))
-r["bench"] = {"server": server, "tag": tag, "loadgen_exit": int(status),
+r["bench"] = {"server": server, "tag": tag, "loadgen_exit": int(status), "cap": int(cap),
               "server_cpu": (int(ticks1) - int(ticks0)) / int(hz) / (float(t1) - float(t0)),
               "server_core_busy": busy(core[0], core[1]), "loadgen_core_busy": busy(core[2], core[3])}
 json.dump(r, open(path, "w"))
@@ -150,6 +164,19 @@ for part in $parts; do
           done
         done
       done
+      # Full handshakes again, each server capped at HS_CAP% of CPU 0 (see the header).
+      if [ "$hs_cap" -gt 0 ]; then
+        echo "bench-tls.sh: handshakes (churn), servers capped at $hs_cap% of a core"
+        for round in $(seq "$rounds"); do
+          for server in $hs_servers; do
+            CAP=$hs_cap NO_VERIFY=$((1 - hs_verify)) measure "$server" "churn-capped-$server-$round" --mode churn \
+              -c "$hs_connections" --size 64 --tls-resume none || {
+              echo "bench-tls.sh: no cgroup to cap the server with: capped run skipped" >&2
+              break 2
+            }
+          done
+        done
+      fi
       ;;
     memory)
       for server in $mem_servers; do
@@ -258,7 +285,7 @@ if hs:
     print("| handshake | server | handshakes/s | server core busy | loadgen core busy | server process CPU | per server CPU-second | "
           "server us/handshake | p50 us | tls p50 us | resumed | failures |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for resume in ["none", "tickets"]:
+    for resume in ["none", "tickets", "capped"]:
         rates, caps = {}, {}
         for server in ["wsloop-tls", "tokio-rustls"]:
             rs = hs.get((resume, server))
@@ -273,7 +300,7 @@ if hs:
             rates[server], caps[server] = rate, cap
             tls = m.get("tls") or {}
             failures = sum(r.get("connections", {}).get("failed", 0) for r in rs)
-            label = "full" if resume == "none" else "resumed (tickets)"
+            label = {"none": "full", "tickets": "resumed (tickets)", "capped": f"full, server capped at {b.get('cap', '?')}% of a core"}[resume]
             print(f"| {label} | {names[server]} | {rate:,.0f} | {b['server_core_busy']:.0%} | {b['loadgen_core_busy']:.0%} | "
                   f"{b['server_cpu']:.0%} | {cap:,.0f} | {1e6 / cap if cap else 0:.0f} | {h.get('latency_us', {}).get('p50', 0):.0f} | "
                   f"{h.get('tls_latency_us', {}).get('p50', 0):.0f} | {tls.get('resumed', 0)} of {tls.get('handshakes', 0)} | {failures} |")
@@ -283,6 +310,10 @@ if hs:
                                          "handshakes": tls.get("handshakes"), "failures": failures,
                                          "rounds": [r.get("handshake", {}).get("per_s") for r in rs]})
         if rates.get("wsloop-tls") and rates.get("tokio-rustls"):
+            if resume == "capped":
+                target("full handshakes/s, servers capped alike: wsloop / tokio-rustls",
+                       rates["wsloop-tls"] / rates["tokio-rustls"], 1.3)
+                continue
             what = "full" if resume == "none" else "resumed"
             target(f"{what} handshakes/s: wsloop / tokio-rustls", rates["wsloop-tls"] / rates["tokio-rustls"], 1.3)
             target(f"{what} handshakes per server CPU-second: wsloop / tokio-rustls",

@@ -200,5 +200,33 @@ core_ticks() {
   awk -v cpu="cpu$1" '$1 == cpu { total = 0; for (i = 2; i <= 9; i++) total += $i; print total - $5 - $6, total }' /proc/stat
 }
 
+# cap_cpu PID PERCENT: moves process PID (all its threads, and those it
+# starts later) into a cgroup allowed PERCENT of one CPU (CFS bandwidth, in
+# 10 ms periods), on cgroup v2 or v1. Sets CAP_DIR for uncap_cpu. Needs
+# root; returns 1 with a line on stderr where there is no cpu controller.
+cap_cpu() {
+  local pid=$1 percent=$2 period=10000
+  local quota=$((period * percent / 100))
+  if grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+    grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control || return 1
+    CAP_DIR=/sys/fs/cgroup/wsloop-bench
+    mkdir -p "$CAP_DIR" && echo "$quota $period" >"$CAP_DIR/cpu.max" || return 1
+  elif [ -d /sys/fs/cgroup/cpu ] && [ -w /sys/fs/cgroup/cpu ]; then
+    CAP_DIR=/sys/fs/cgroup/cpu/wsloop-bench
+    mkdir -p "$CAP_DIR" && echo "$period" >"$CAP_DIR/cpu.cfs_period_us" &&
+      echo "$quota" >"$CAP_DIR/cpu.cfs_quota_us" || return 1
+  else
+    echo "cap_cpu: no writable cgroup cpu controller (needs root)" >&2
+    return 1
+  fi
+  echo "$pid" >"$CAP_DIR/cgroup.procs"
+}
+
+# uncap_cpu: removes cap_cpu's cgroup once its process has exited.
+uncap_cpu() {
+  [ -n "${CAP_DIR:-}" ] && rmdir "$CAP_DIR" 2>/dev/null
+  CAP_DIR=""
+}
+
 # rss_kib PID: resident memory.
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }

@@ -7,7 +7,9 @@
 #
 # Usage: scripts/perf-record.sh [SECONDS]   (default 10)
 # Environment: CONNECTIONS (500), SIZE (512), MODE (echo; or rate with RATE).
-# Output: target/perf/perf.data, target/perf/top.txt, target/perf/flamegraph.svg
+# Output: target/perf/perf.data, target/perf/top.txt (and the kernel / user
+# split, target/perf/dso.txt), target/perf/flamegraph.svg (when inferno is
+# installed or can be: without it the flame graph is skipped with a note).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -24,7 +26,8 @@ command -v perf >/dev/null || { echo "perf-record.sh: needs perf (Debian: apt-ge
 tools="$ROOT/target/tools"
 if ! command -v inferno-flamegraph >/dev/null && [ ! -x "$tools/bin/inferno-flamegraph" ]; then
   echo "perf-record.sh: installing inferno into $tools"
-  cargo install --quiet --locked --root "$tools" inferno
+  cargo install --quiet --locked --root "$tools" inferno ||
+    echo "perf-record.sh: could not install inferno: no flame graph this time" >&2
 fi
 export PATH="$tools/bin:$PATH"
 
@@ -59,10 +62,16 @@ perf record -e "$event" -F 2999 --call-graph dwarf,16384 -p "$SERVER_PID" -o "$o
 wait "$loadgen" || true
 stop_server
 
-perf report -i "$out/perf.data" --stdio --no-children --sort sym --percent-limit 0.7 2>/dev/null \
+perf report -i "$out/perf.data" --stdio --no-children -g none --sort sym --percent-limit 0.7 2>/dev/null \
   | grep -v '^#' | grep -v '^$' | grep -E '^ +[0-9]' >"$out/top.txt" || true
+perf report -i "$out/perf.data" --stdio --no-children -g none --sort dso 2>/dev/null \
+  | grep -E '^ +[0-9]' >"$out/dso.txt" || true
+echo "where the samples are (kernel, wsloop, libc):"
+cat "$out/dso.txt"
 echo "top symbols (self time):"
 head -30 "$out/top.txt"
-perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf >"$out/stacks.folded"
-inferno-flamegraph --title "wsloop, $mode, $connections connections, $size B" <"$out/stacks.folded" >"$out/flamegraph.svg"
-echo "flame graph: $out/flamegraph.svg"
+if command -v inferno-flamegraph >/dev/null; then
+  perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf >"$out/stacks.folded"
+  inferno-flamegraph --title "wsloop, $mode, $connections connections, $size B" <"$out/stacks.folded" >"$out/flamegraph.svg"
+  echo "flame graph: $out/flamegraph.svg"
+fi

@@ -46,8 +46,9 @@ pub trait Transport {
     fn may_read(&self) -> bool;
     /// Whether the last write found the stream full.
     fn write_blocked(&self) -> bool;
-    /// Writes what the transport itself still holds (TLS records), before
-    /// anything new; nothing for a plain stream.
+    /// Writes what the transport itself still holds (TLS records); nothing
+    /// for a plain stream. `send` writes those first too, in the same call,
+    /// so this is only needed when there is nothing new to send.
     fn flush_pending(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -212,14 +213,7 @@ impl Socket {
                     return Err(io::Error::other("TLS: records read but not taken"));
                 }
             }
-            // What rustls has to say goes out now while the handshake runs,
-            // or when no plaintext came (a TLS 1.2 client waits for our
-            // Finished). Otherwise the plaintext is answered in this wakeup,
-            // and the records (TLS 1.3 tickets after the client's Finished)
-            // leave with that answer, in one write.
-            if self.tls.as_ref().is_some_and(|tls| tls.wants_write() && (filled == 0 || tls.is_handshaking())) {
-                self.push_records()?;
-            }
+            self.push_unless_answered(filled > 0)?;
         }
         Ok(match (filled, ended) {
             (0, true) => Received::Eof,
@@ -251,22 +245,35 @@ impl Socket {
                 }
                 Err(e) => return Err(e),
             }
-            self.process_records()?;
-            if self.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
-                self.push_records()?;
-            }
+            let plaintext = self.process_records()?;
+            self.push_unless_answered(plaintext)?;
         }
     }
 
-    /// Has rustls decrypt and act on the records it was given.
-    fn process_records(&mut self) -> io::Result<()> {
-        let Some(tls) = &mut self.tls else { return Ok(()) };
-        if let Err(e) = tls.process_new_packets() {
-            // rustls has queued an alert saying why: send it if the socket takes it.
-            let _ = self.push_records();
-            return Err(io::Error::new(io::ErrorKind::InvalidData, TlsFailure(e)));
+    /// Writes what rustls has to say now while the handshake runs, or when
+    /// no `plaintext` came (a TLS 1.2 client waits for our Finished).
+    /// Otherwise the plaintext is answered in this wakeup, and the records
+    /// (TLS 1.3 tickets after the client's Finished) leave with that answer,
+    /// in one write ([`crate::outbox::flush`]).
+    fn push_unless_answered(&mut self, plaintext: bool) -> io::Result<()> {
+        if self.tls.as_ref().is_some_and(|tls| tls.wants_write() && (!plaintext || tls.is_handshaking())) {
+            self.push_records()?;
         }
         Ok(())
+    }
+
+    /// Has rustls decrypt and act on the records it was given: whether
+    /// plaintext is now waiting to be read.
+    fn process_records(&mut self) -> io::Result<bool> {
+        let Some(tls) = &mut self.tls else { return Ok(false) };
+        match tls.process_new_packets() {
+            Ok(state) => Ok(state.plaintext_bytes_to_read() > 0),
+            Err(e) => {
+                // rustls has queued an alert saying why: send it if the socket takes it.
+                let _ = self.push_records();
+                Err(io::Error::new(io::ErrorKind::InvalidData, TlsFailure(e)))
+            }
+        }
     }
 
     /// One `recv` from the TCP stream into `buf`, noting a short read as
@@ -315,15 +322,14 @@ impl Socket {
                 tls.writer().write_vectored(&remaining(slices, taken))?
             };
             taken += n;
-            let held = tls.wants_write();
-            self.push_records()?;
             if n == 0 {
-                // rustls was full: once, if writing what it held made room.
-                if retried || !held {
+                // rustls is full: write what it holds, and try once more.
+                if retried || !tls.wants_write() {
                     break;
                 }
                 retried = true;
             }
+            self.push_records()?;
         }
         Ok(taken)
     }

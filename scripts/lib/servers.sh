@@ -224,7 +224,8 @@ cap_cpu() {
 
 # uncap_cpu: removes cap_cpu's cgroup once its process has exited.
 uncap_cpu() {
-  [ -n "${CAP_DIR:-}" ] && rmdir "$CAP_DIR" 2>/dev/null
+  # Not fatal: a cgroup left behind is reused by the next cap_cpu.
+  [ -z "${CAP_DIR:-}" ] || rmdir "$CAP_DIR" 2>/dev/null || true
   CAP_DIR=""
 }
 

@@ -471,7 +471,7 @@ impl Client {
         let mut early = Vec::new();
         if readable {
             loop {
-                let n = match (&self.stream).read(&mut cx.rx) {
+                let n = match tls.read(&self.stream, &mut cx.rx) {
                     Ok(0) => {
                         let detail = "server closed the connection during the TLS handshake";
                         return self.fail(OpenFailure::Closed, detail.into(), cx);
@@ -484,7 +484,7 @@ impl Client {
                         return self.fail(OpenFailure::from_io(&e, true), detail, cx);
                     }
                 };
-                let received = tls.receive(&cx.rx[..n], |plain| {
+                let received = tls.receive(&mut cx.rx[..n], |plain| {
                     early.extend_from_slice(plain);
                     Ok::<(), ()>(())
                 });
@@ -544,7 +544,9 @@ impl Client {
                 None if hs.written < hs.request.len() => (&self.stream).write(&hs.request[hs.written..]),
                 None => Ok(0),
                 // Behind what rustls still holds (the handshake's last flight).
-                Some(tls) if hs.written < hs.request.len() => tls.send(&self.stream, &hs.request[hs.written..]),
+                Some(tls) if hs.written < hs.request.len() => {
+                    tls.send(&self.stream, &hs.request[hs.written..]).map(|sent| sent.taken)
+                }
                 Some(tls) => tls.flush(&self.stream).map(|_| 0),
             };
             match sent {
@@ -557,7 +559,11 @@ impl Client {
             return Step::Keep;
         }
         loop {
-            match (&self.stream).read(&mut cx.rx) {
+            let read = match self.tls.as_deref_mut() {
+                None => (&self.stream).read(&mut cx.rx),
+                Some(tls) => tls.read(&self.stream, &mut cx.rx),
+            };
+            match read {
                 Ok(0) => {
                     return self.fail(OpenFailure::Closed, "server closed the connection before answering".into(), cx)
                 }
@@ -565,7 +571,7 @@ impl Client {
                     match self.tls.as_deref_mut() {
                         None => hs.response.extend_from_slice(&cx.rx[..n]),
                         Some(tls) => {
-                            let received = tls.receive(&cx.rx[..n], |plain| {
+                            let received = tls.receive(&mut cx.rx[..n], |plain| {
                                 hs.response.extend_from_slice(plain);
                                 Ok::<(), ()>(())
                             });
@@ -705,7 +711,11 @@ impl Client {
     #[inline]
     fn read_input(&mut self, read_closed: bool, cx: &mut Context) -> Result<(), End> {
         loop {
-            let n = match (&self.stream).read(&mut cx.rx) {
+            let read = match self.tls.as_deref_mut() {
+                None => (&self.stream).read(&mut cx.rx),
+                Some(tls) => tls.read(&self.stream, &mut cx.rx),
+            };
+            let n = match read {
                 Ok(0) => return Err(End::Eof),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -764,7 +774,7 @@ impl Client {
         let Some(tls) = self.tls.as_deref_mut() else { return Ok(()) };
         let inbound = &mut self.inbound;
         let mut receive = Receive::new(self.id, &mut self.seq, &mut self.sub, stats, basis);
-        let received = tls.receive(&rx[..n], |plain| inbound.feed(plain, &expected, &mut receive));
+        let received = tls.receive(&mut rx[..n], |plain| inbound.feed(plain, &expected, &mut receive));
         let (ping, close) = (receive.ping.take(), receive.close.take());
         // What rustls has to send of its own (a close_notify, a key update's
         // answer, an alert), unless data is already waiting for WRITABLE.

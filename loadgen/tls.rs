@@ -1,23 +1,18 @@
 //! `wss://`: TLS with rustls on the loop's own non-blocking sockets.
 //!
-//! A `wss://` connection is a `ws://` one with a rustls [`ClientConnection`]
-//! between the socket and the WebSocket bytes ([`TlsStream`]); the loop,
-//! the frames and the checks are the same. Nothing blocks and no thread is
-//! added:
+//! A `wss://` connection is a `ws://` one with TLS between the socket and
+//! the WebSocket bytes ([`TlsStream`]); the loop, the frames and the checks
+//! are the same. Nothing blocks and no thread is added. The records are the
+//! server's code ([`wsloop::tls::records`], on rustls' unbuffered API):
 //!
 //! - **Reading**: one `read` of the socket into the loop's receive buffer,
-//!   as for `ws://`; that ciphertext goes to rustls from the buffer
-//!   (`ClientConnection::read_tls` from a slice, which copies at most 4 KiB
-//!   per call, then `ClientConnection::process_new_packets`), and each
-//!   piece of plaintext is handed to the frame reader where rustls keeps it
-//!   ([`std::io::BufRead::fill_buf`] on its reader: no copy). Reading the
-//!   socket through `read_tls` itself would cost one `read` per 4 KiB.
-//! - **Writing**: the frame goes into rustls, which encrypts it into a
-//!   record at once (`ClientConnection::writer`), and the records go out
-//!   with one `writev` (`ClientConnection::write_tls`). What rustls keeps
-//!   because the socket is full is sent on the next WRITABLE, before
-//!   anything new; beyond [`SEND_BUFFER_LIMIT`] rustls takes no more, and
-//!   the rest waits in the connection's own `pending`, as for `ws://`.
+//!   as for `ws://` (after the end of a record kept from the last read); the
+//!   records are decrypted where they landed, and each record's plaintext
+//!   goes to the frame reader.
+//! - **Writing**: the frame is sealed into records in the loop's room for
+//!   them and written with one `writev`. What the socket does not take is
+//!   kept encrypted and sent on the next WRITABLE, before anything new; the
+//!   rest waits in the connection's own `pending`, as for `ws://`.
 //! - **The handshake** is driven by the same readiness events, in the
 //!   connection's `TlsHandshaking` state (see [`crate::client`]). The cipher
 //!   suites are offered in the browsers' order ([`browser_order_provider`]).
@@ -26,17 +21,14 @@
 //! loop in one [`LoopSessions`] store shared by its connections, so that a
 //! churning connection can resume what an earlier one received.
 //!
-//! Memory: rustls frees the handshake's state once it is done, and frees
-//! every outgoing record and incoming plaintext piece as soon as it has been
-//! written or read. What an idle connection keeps is its [`ClientConnection`]
-//! (keys and record layer) and rustls' receive buffer, which `read_tls`
-//! resizes to 4 KiB at every read and which no API shrinks: that is the
-//! floor of this (buffered) rustls interface.
+//! Memory: rustls frees the handshake's state once it is done. What an
+//! idle connection keeps is rustls' connection state (keys and record
+//! layer): no buffer.
 
 use std::{
     collections::VecDeque,
     fmt, fs,
-    io::{self, BufRead, Write},
+    io::{self, IoSlice, Read},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -47,21 +39,17 @@ use rustls::{
     client::{
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
         ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls12Resumption, Tls13ClientSessionValue,
+        UnbufferedClientConnection,
     },
     crypto::CryptoProvider,
     pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime},
-    CipherSuite, ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind, NamedGroup, RootCertStore,
-    SignatureScheme,
+    CipherSuite, ClientConfig, DigitallySignedStruct, HandshakeKind, NamedGroup, RootCertStore, SignatureScheme,
 };
+pub use wsloop::tls::records::TlsEnd;
+use wsloop::tls::records::{Records, Sent};
 
 /// The one application protocol offered (ALPN): a WebSocket starts as HTTP/1.1.
 const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
-
-/// Ciphertext rustls may hold for a connection whose socket is full, and
-/// plaintext written before the handshake ends (rustls' own default): past
-/// it the connection's `pending` takes the rest, as for `ws://`. Only a
-/// stalled connection ever fills it; an idle one holds nothing there.
-pub const SEND_BUFFER_LIMIT: usize = 64 << 10;
 
 /// TLS 1.3 tickets a loop's store keeps per connection it runs: servers
 /// send two per handshake (OpenSSL, rustls), and a churning connection
@@ -248,49 +236,46 @@ impl TlsSettings {
 impl TlsClient {
     /// A new connection's TLS state; its ClientHello is ready to be written.
     pub fn connect(&self) -> Result<Box<TlsStream>, rustls::Error> {
-        let mut conn = ClientConnection::new(self.config.clone(), self.server_name.clone())?;
-        conn.set_buffer_limit(Some(SEND_BUFFER_LIMIT));
-        Ok(Box::new(TlsStream { conn, close_notify_sent: false }))
+        let conn = UnbufferedClientConnection::new(self.config.clone(), self.server_name.clone())?;
+        let mut stream = TlsStream { records: Records::new(conn), close_notify_sent: false };
+        // The ClientHello: rustls makes it at the first step.
+        stream.receive(&mut [], |_| Ok::<(), ()>(())).map_err(|e| match e {
+            TlsEnd::Tls(e) => e,
+            TlsEnd::Plain(()) => rustls::Error::General("plaintext before the handshake".into()),
+        })?;
+        Ok(Box::new(stream))
     }
 }
 
-/// One connection's TLS: rustls' state, over the connection's socket.
+/// One connection's TLS: the records (rustls' state, what is still
+/// arriving and what the socket has not taken; shared with the server,
+/// [`wsloop::tls::records`]) over the connection's socket.
 pub struct TlsStream {
-    /// rustls' side of the connection: keys, record layer, its buffers.
-    conn: ClientConnection,
+    records: Records<UnbufferedClientConnection>,
     /// Our `close_notify` has been queued (it is sent once, in answer to the server's).
     close_notify_sent: bool,
-}
-
-/// Why TLS input could not be taken.
-#[derive(Debug)]
-pub enum TlsEnd<E> {
-    /// A TLS error (alert, bad record, bad certificate): the connection is over.
-    Tls(rustls::Error),
-    /// What the plaintext's consumer refused.
-    Plain(E),
 }
 
 impl TlsStream {
     /// Whether the handshake is still going on.
     pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        self.records.is_handshaking()
     }
 
-    /// Whether rustls holds records not yet written to the socket.
+    /// Whether records are waiting for the socket.
     #[inline]
     pub fn wants_write(&self) -> bool {
-        self.conn.wants_write()
+        !self.records.unsent().is_empty()
     }
 
     /// After the handshake: whether it resumed an earlier session.
     pub fn resumed(&self) -> bool {
-        self.conn.handshake_kind() == Some(HandshakeKind::Resumed)
+        self.records.state().handshake_kind() == Some(HandshakeKind::Resumed)
     }
 
     /// After the handshake: the protocol version, as the report names it.
     pub fn version_name(&self) -> &'static str {
-        match self.conn.protocol_version() {
+        match self.records.state().protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
             _ => "other",
@@ -299,46 +284,29 @@ impl TlsStream {
 
     /// After the handshake: the cipher suite, as the report names it.
     pub fn suite_name(&self) -> &'static str {
-        self.conn.negotiated_cipher_suite().and_then(|suite| suite.suite().as_str()).unwrap_or("unknown")
+        self.records.state().negotiated_cipher_suite().and_then(|suite| suite.suite().as_str()).unwrap_or("unknown")
     }
 
-    /// Writes what rustls holds, until it is all out or the socket is full
+    /// Writes the records waiting, until all are out or the socket is full
     /// (`Ok(false)`: the next WRITABLE goes on).
     #[inline]
     pub fn flush(&mut self, stream: &TcpStream) -> io::Result<bool> {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut &*stream) {
-                Ok(0) => return Ok(false),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
+        self.records.flush(|slices| wsloop::sys::writev(stream, slices))
     }
 
-    /// Encrypts `data` and writes it, until all of it is out or the socket
-    /// is full; returns how much of `data` rustls took (all of it, unless
-    /// the socket filled with more than [`SEND_BUFFER_LIMIT`] left). rustls
-    /// taking less than all does not mean that the socket is full (it takes
-    /// at most its limit at a time), so it is asked again after each flush:
-    /// only a socket that refused bytes raises the WRITABLE that goes on.
+    /// Seals `data` and writes it, until all of it is out or the socket is
+    /// full; returns how much of `data` was taken (sealed: written, or kept
+    /// to be written first at the next WRITABLE) and whether the socket is
+    /// full.
     #[inline]
-    pub fn send(&mut self, stream: &TcpStream, data: &[u8]) -> io::Result<usize> {
-        let mut taken = 0;
-        loop {
-            taken += self.conn.writer().write(&data[taken..])?;
-            if !self.flush(stream)? || taken == data.len() {
-                return Ok(taken);
-            }
-        }
+    pub fn send(&mut self, stream: &TcpStream, data: &[u8]) -> io::Result<Sent> {
+        self.records.send(&[IoSlice::new(data)], data.len(), |slices| wsloop::sys::writev(stream, slices))
     }
 
-    /// `ws://`'s write-or-keep, over TLS: what rustls does not take goes to
+    /// `ws://`'s write-or-keep, over TLS: what is not taken goes to
     /// `pending`, and the connection is marked blocked if anything (there
-    /// or in rustls) is left for the next WRITABLE. Never inlined, so that
-    /// `ws://`'s send path stays the code it was, plus one test.
+    /// or in the records) is left for the next WRITABLE. Never inlined, so
+    /// that `ws://`'s send path stays the code it was, plus one test.
     #[inline(never)]
     pub fn write_or_keep(
         &mut self,
@@ -347,75 +315,76 @@ impl TlsStream {
         blocked: &mut bool,
         data: &[u8],
     ) -> io::Result<()> {
-        let taken = self.send(stream, data)?;
-        if taken < data.len() {
-            pending.extend_from_slice(&data[taken..]);
+        let sent = self.send(stream, data)?;
+        if sent.taken < data.len() {
+            pending.extend_from_slice(&data[sent.taken..]);
         }
-        if taken < data.len() || self.conn.wants_write() {
+        if sent.blocked || sent.taken < data.len() {
             *blocked = true;
         }
         Ok(())
     }
 
-    /// On WRITABLE while blocked: what rustls holds first, then `pending`.
-    /// Returns whether everything went out (the connection is unblocked).
+    /// On WRITABLE while blocked: the records waiting first, then
+    /// `pending`. Returns whether everything went out (the connection is
+    /// unblocked).
     pub fn flush_pending(&mut self, stream: &TcpStream, pending: &mut Vec<u8>) -> io::Result<bool> {
+        if !self.flush(stream)? {
+            return Ok(false);
+        }
+        while !pending.is_empty() {
+            let sent = self.send(stream, pending)?;
+            pending.drain(..sent.taken);
+            if sent.blocked {
+                return Ok(false);
+            }
+            if sent.taken == 0 {
+                // The handshake is not done (not expected here): wait rather than spin.
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// One `read` of the socket into `rx`, after the end of a record kept
+    /// from the last one: how many bytes of `rx` to hand to
+    /// [`TlsStream::receive`] (0: the server closed TCP). A read is short
+    /// (the socket drained) when this is under `rx.len()`, as for `ws://`.
+    #[inline]
+    pub fn read(&mut self, stream: &TcpStream, rx: &mut [u8]) -> io::Result<usize> {
+        let kept = self.records.take_unread(rx);
         loop {
-            if !self.flush(stream)? {
-                return Ok(false);
+            match (&*stream).read(&mut rx[kept..]) {
+                // Whatever was kept is the start of a record that never came.
+                Ok(0) => return Ok(0),
+                Ok(n) => return Ok(kept + n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.records.keep_unread(&rx[..kept]);
+                    return Err(e);
+                }
             }
-            if pending.is_empty() {
-                return Ok(true);
-            }
-            let taken = self.conn.writer().write(pending)?;
-            if taken == 0 {
-                // Not expected (rustls' buffer is empty here); wait rather than spin.
-                return Ok(false);
-            }
-            pending.drain(..taken);
         }
     }
 
-    /// Hands ciphertext (what one `read` of the socket brought) to rustls,
-    /// and each piece of plaintext it yields to `plain`, in order. Returns
-    /// whether the server has ended TLS (`close_notify`); our own is then
-    /// queued in answer (the caller flushes it), so that a server that
+    /// Decrypts the records in `input` (what [`TlsStream::read`] gave) where
+    /// they lie, and hands each record's plaintext to `plain`, in order.
+    /// Returns whether the server has ended TLS (`close_notify`); our own is
+    /// then queued in answer (the caller flushes it), so that a server that
     /// waits for it before ending TCP (Python's asyncio does) is not kept
     /// waiting.
     #[inline]
     pub fn receive<E>(
         &mut self,
-        mut input: &[u8],
-        mut plain: impl FnMut(&[u8]) -> Result<(), E>,
+        input: &mut [u8],
+        plain: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<bool, TlsEnd<E>> {
-        let mut closed = false;
-        while !input.is_empty() {
-            match self.conn.read_tls(&mut input) {
-                // After the server's close_notify rustls reads nothing more.
-                Ok(0) => break,
-                Ok(_) => {}
-                // rustls' buffer is full (not possible: it is emptied after each piece).
-                Err(e) => return Err(TlsEnd::Tls(rustls::Error::General(e.to_string()))),
-            }
-            let state = self.conn.process_new_packets().map_err(TlsEnd::Tls)?;
-            let mut reader = self.conn.reader();
-            loop {
-                let n = match reader.fill_buf() {
-                    Ok([]) | Err(_) => break,
-                    Ok(chunk) => {
-                        plain(chunk).map_err(TlsEnd::Plain)?;
-                        chunk.len()
-                    }
-                };
-                reader.consume(n);
-            }
-            closed |= state.peer_has_closed();
-        }
-        if closed && !self.close_notify_sent {
+        let opened = self.records.open(input, plain)?;
+        if opened.peer_closed && !self.close_notify_sent {
             self.close_notify_sent = true;
-            self.conn.send_close_notify();
+            self.records.close_notify();
         }
-        Ok(closed)
+        Ok(opened.peer_closed)
     }
 }
 

@@ -12,24 +12,28 @@
 //! The loop knows sockets; what is read and written is the protocol's
 //! business ([`crate::wakeup`]).
 //!
-//! On the `wss://` port the socket carries a rustls connection: `recv`
-//! reads records (`read_tls`), decrypts them (`process_new_packets`) and
-//! hands out plaintext; `send` hands plaintext to rustls and writes the
-//! records (`write_tls`). The handshake happens in the same calls, before the
-//! first plaintext comes out. Rule 1 does not apply there (rustls, not we,
-//! sizes the reads), so a TLS socket is read until `EAGAIN`.
+//! On the `wss://` port the socket carries a TLS connection
+//! ([`Records`]): `recv` reads records with one `recv`, has them decrypted
+//! where they landed and hands out the plaintext; `send` seals plaintext
+//! into records and writes them with one `writev`. The handshake happens in
+//! the same calls, before the first plaintext comes out. Both rules hold
+//! there too.
 
 use std::{
-    io::{self, IoSlice, Read, Write},
+    convert::Infallible,
+    io::{self, IoSlice},
     net::Shutdown,
 };
 
 use mio::net::TcpStream;
-use rustls::ServerConnection;
+use rustls::server::UnbufferedServerConnection;
 
 use crate::{
     sys::{self, retry_interrupted},
-    tls::TlsFailure,
+    tls::{
+        records::{Records, TlsEnd},
+        TlsFailure,
+    },
 };
 
 /// What the wakeup and the flush need of a connection's stream: the TCP
@@ -82,8 +86,8 @@ enum ReadState {
 pub struct Socket {
     stream: TcpStream,
     /// On the `wss://` port: the TLS connection (boxed: rustls' state is a
-    /// few hundred bytes a plain connection need not carry).
-    tls: Option<Box<ServerConnection>>,
+    /// few KiB a plain connection need not carry).
+    tls: Option<Box<Records<UnbufferedServerConnection>>>,
     read: ReadState,
     /// A write came back short: the send buffer is full until WRITABLE.
     write_blocked: bool,
@@ -95,8 +99,8 @@ impl Socket {
     }
 
     /// A socket whose bytes go through `tls`.
-    pub fn with_tls(stream: TcpStream, tls: ServerConnection) -> Self {
-        Socket { tls: Some(Box::new(tls)), ..Socket::new(stream) }
+    pub fn with_tls(stream: TcpStream, tls: UnbufferedServerConnection) -> Self {
+        Socket { tls: Some(Box::new(Records::new(tls))), ..Socket::new(stream) }
     }
 
     /// Whether this is a TLS connection.
@@ -125,18 +129,25 @@ impl Socket {
         }
     }
 
+    /// Whether the peer's end of TLS (close_notify) has arrived.
+    #[inline]
+    fn tls_ended(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.peer_closed())
+    }
+
     /// Half-closes: our FIN follows the bytes already written (on TLS,
     /// after a close_notify alert).
     pub fn shutdown_write(&mut self) -> io::Result<()> {
         if let Some(tls) = &mut self.tls {
-            tls.send_close_notify();
+            tls.close_notify();
             self.flush_pending()?;
         }
         self.stream.shutdown(Shutdown::Write)
     }
 
-    /// Writes the TLS records rustls holds, until the socket is full; a
-    /// plain stream holds none, and pays one test here.
+    /// Writes the TLS records waiting for the socket (handshake flights,
+    /// tickets, alerts), until the socket is full; a plain stream holds
+    /// none, and pays one test here.
     #[inline]
     fn push_records(&mut self) -> io::Result<()> {
         if self.tls.is_none() {
@@ -147,71 +158,60 @@ impl Socket {
 
     #[inline(never)]
     fn push_tls_records(&mut self) -> io::Result<()> {
+        let stream = &self.stream;
         let Some(tls) = &mut self.tls else { return Ok(()) };
-        while tls.wants_write() {
-            match retry_interrupted(|| tls.write_tls(&mut self.stream)) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.write_blocked = true;
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
+        if !tls.flush(|slices| sys::writev(stream, slices))? {
+            self.write_blocked = true;
         }
         Ok(())
     }
 
-    /// [`Transport::recv`] through TLS: the plaintext rustls already has,
-    /// then records from the socket, until the socket has none or `buf` is
-    /// full.
+    /// [`Transport::recv`] through TLS: one `recv` of records into the
+    /// back half of `buf`, after the end of a record kept from the last
+    /// one; decrypted where they landed, their plaintext copied into the
+    /// front half ([`Records::open`]); again until the socket is drained or
+    /// the front half is full. A read asks for no more than the front half
+    /// has room for (plaintext is never longer than its records), so a short
+    /// read means the socket is drained: rule 1 holds here too.
     #[inline(never)]
     fn recv_tls(&mut self, buf: &mut [u8]) -> io::Result<Received> {
         // Handshake messages (or an alert) still waiting go out first.
         if !self.write_blocked {
             self.push_records()?;
         }
-        if buf.len() < 2 * (RECORD_PLAINTEXT_MAX + MIN_RECORD_READ) {
-            return self.recv_tls_through_rustls(buf);
-        }
-        // One `recv` of records into the back half of `buf`, handed to rustls
-        // from there and decrypted into the front half. (`read_tls` on the
-        // socket itself would make one system call per 4 KiB: five per 16 KiB
-        // message.) A read asks for no more than the front half has room for,
-        // less one record (rustls may hold the start of one from before), so
-        // every byte read is decrypted in this call, and a short read means
-        // the socket is drained: rule 1 holds here too.
         let (plain, records) = buf.split_at_mut(buf.len() / 2);
-        let Some(tls) = &mut self.tls else { return Ok(Received::Nothing) };
-        let (mut filled, mut ended) = take_plaintext(tls, plain)?;
+        let mut filled = 0;
+        let mut ended = self.tls_ended();
         while !ended && self.read != ReadState::Drained {
-            let want = (plain.len() - filled).saturating_sub(RECORD_PLAINTEXT_MAX).min(records.len());
-            if want < MIN_RECORD_READ {
-                break;
-            }
-            let n = match self.recv_plain(&mut records[..want])? {
-                Received::Data(n) => n,
-                Received::Eof => 0,
-                Received::Nothing => break,
+            let room = (plain.len() - filled).min(records.len());
+            let kept = match &mut self.tls {
+                Some(tls) if room >= tls.unread_len() + MIN_RECORD_READ => tls.take_unread(records),
+                _ => break,
             };
-            let mut input = &records[..n];
-            while let Some(tls) = &mut self.tls {
-                // An empty `input` (n == 0) tells rustls that TCP ended;
-                // after the peer's close_notify it takes nothing more.
-                let took = tls.read_tls(&mut input)?;
-                self.process_records()?;
-                let Some(tls) = &mut self.tls else { break };
-                let (taken, end) = take_plaintext(tls, &mut plain[filled..])?;
-                filled += taken;
-                ended |= end;
-                if input.is_empty() || ended {
+            let received = self.recv_plain(&mut records[kept..room]);
+            let Some(tls) = &mut self.tls else { break };
+            let (n, eof) = match received {
+                Ok(Received::Data(n)) => (n, false),
+                Ok(Received::Eof) => (0, true),
+                Ok(Received::Nothing) => {
+                    tls.keep_unread(&records[..kept]);
                     break;
                 }
-                if took == 0 {
-                    // rustls took nothing though it had just processed what
-                    // it held: dropping the rest would corrupt the stream.
-                    return Err(io::Error::other("TLS: records read but not taken"));
+                Err(e) => return Err(e),
+            };
+            let opened = tls.open(&mut records[..kept + n], |piece| {
+                plain[filled..filled + piece.len()].copy_from_slice(piece);
+                filled += piece.len();
+                Ok::<(), Infallible>(())
+            });
+            match opened {
+                Ok(opened) => ended = opened.peer_closed || eof,
+                Err(TlsEnd::Tls(e)) => {
+                    // Send rustls' alert saying why, if the socket takes it.
+                    let _ = self.push_records();
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, TlsFailure(e)));
                 }
+                Err(TlsEnd::Plain(never)) => match never {},
             }
             self.push_unless_answered(filled > 0)?;
         }
@@ -222,58 +222,16 @@ impl Socket {
         })
     }
 
-    /// [`Socket::recv_tls`] into a small buffer: rustls reads the socket
-    /// itself (4 KiB a call), until there is plaintext or the socket has none.
-    fn recv_tls_through_rustls(&mut self, buf: &mut [u8]) -> io::Result<Received> {
-        loop {
-            let Some(tls) = &mut self.tls else { return Ok(Received::Nothing) };
-            match take_plaintext(tls, buf)? {
-                (0, true) => return Ok(Received::Eof),
-                (0, false) => {}
-                (n, _) => return Ok(Received::Data(n)),
-            }
-            if self.read == ReadState::Drained {
-                return Ok(Received::Nothing);
-            }
-            match retry_interrupted(|| tls.read_tls(&mut self.stream)) {
-                // End of file: the reader says how it ended, next time round.
-                Ok(0) => self.read = ReadState::Drained,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.read = ReadState::Drained;
-                    return Ok(Received::Nothing);
-                }
-                Err(e) => return Err(e),
-            }
-            let plaintext = self.process_records()?;
-            self.push_unless_answered(plaintext)?;
-        }
-    }
-
     /// Writes what rustls has to say now while the handshake runs, or when
     /// no `plaintext` came (a TLS 1.2 client waits for our Finished).
     /// Otherwise the plaintext is answered in this wakeup, and the records
     /// (TLS 1.3 tickets after the client's Finished) leave with that answer,
-    /// in one write ([`crate::outbox::flush`]).
+    /// in one write ([`Socket::send_tls`]).
     fn push_unless_answered(&mut self, plaintext: bool) -> io::Result<()> {
-        if self.tls.as_ref().is_some_and(|tls| tls.wants_write() && (!plaintext || tls.is_handshaking())) {
+        if self.tls.as_ref().is_some_and(|tls| !tls.unsent().is_empty() && (!plaintext || tls.is_handshaking())) {
             self.push_records()?;
         }
         Ok(())
-    }
-
-    /// Has rustls decrypt and act on the records it was given: whether
-    /// plaintext is now waiting to be read.
-    fn process_records(&mut self) -> io::Result<bool> {
-        let Some(tls) = &mut self.tls else { return Ok(false) };
-        match tls.process_new_packets() {
-            Ok(state) => Ok(state.plaintext_bytes_to_read() > 0),
-            Err(e) => {
-                // rustls has queued an alert saying why: send it if the socket takes it.
-                let _ = self.push_records();
-                Err(io::Error::new(io::ErrorKind::InvalidData, TlsFailure(e)))
-            }
-        }
     }
 
     /// One `recv` from the TCP stream into `buf`, noting a short read as
@@ -305,73 +263,24 @@ impl Socket {
         }
     }
 
-    /// [`Transport::send`] through TLS: the plaintext rustls takes (it
-    /// encrypts as it takes), its records written as the socket allows.
+    /// [`Transport::send`] through TLS: the plaintext sealed into records
+    /// and written with one `writev` per two records, behind the records
+    /// already waiting ([`Records::send`]). What the socket does not take
+    /// of a batch is kept encrypted, and no more is sealed until it has
+    /// gone: the rest of the output waits in the connection's queue,
+    /// unencrypted and bounded by `--max-backpressure`, as on plain TCP.
     #[inline(never)]
     fn send_tls(&mut self, slices: &[IoSlice<'_>], total: usize) -> io::Result<usize> {
-        // The records rustls already holds are not written first: they go
-        // out in the same `writev` as the new ones (rustls keeps them in order).
-        let mut taken = 0;
-        let mut retried = false;
-        while taken < total && !self.write_blocked {
-            let Some(tls) = &mut self.tls else { break };
-            // One call for all the slices: rustls makes one record of them.
-            let n = if taken == 0 {
-                tls.writer().write_vectored(slices)?
-            } else {
-                tls.writer().write_vectored(&remaining(slices, taken))?
-            };
-            taken += n;
-            if n == 0 {
-                // rustls is full: write what it holds, and try once more.
-                if retried || !tls.wants_write() {
-                    break;
-                }
-                retried = true;
-            }
-            self.push_records()?;
-        }
-        Ok(taken)
+        let stream = &self.stream;
+        let Some(tls) = &mut self.tls else { return Ok(0) };
+        let sent = tls.send(slices, total, |slices| sys::writev(stream, slices))?;
+        self.write_blocked = sent.blocked;
+        Ok(sent.taken)
     }
 }
-
-/// The most plaintext one TLS record carries (2^14 bytes, RFC 8446 5.1).
-const RECORD_PLAINTEXT_MAX: usize = 16 << 10;
 
 /// The smallest read of records worth a system call.
 const MIN_RECORD_READ: usize = 4 << 10;
-
-/// Copies the plaintext rustls holds into `out`: how much, and whether the
-/// peer has ended (a close_notify, or TCP ended without one) once all of it
-/// is taken.
-fn take_plaintext(tls: &mut ServerConnection, out: &mut [u8]) -> io::Result<(usize, bool)> {
-    let mut n = 0;
-    // An empty `out` would read as the end: stop before.
-    while n < out.len() {
-        match tls.reader().read(&mut out[n..]) {
-            Ok(0) => return Ok((n, true)),
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok((n, true)),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((n, false))
-}
-
-/// `slices` without their first `skip` bytes (for a write taken in part).
-fn remaining<'s>(slices: &'s [IoSlice<'_>], mut skip: usize) -> Vec<IoSlice<'s>> {
-    let mut rest = Vec::with_capacity(slices.len());
-    for slice in slices {
-        if skip >= slice.len() {
-            skip -= slice.len();
-            continue;
-        }
-        rest.push(IoSlice::new(&slice[skip..]));
-        skip = 0;
-    }
-    rest
-}
 
 impl Transport for Socket {
     /// False after a short read.
@@ -428,6 +337,7 @@ impl Transport for Socket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::net::{TcpListener, TcpStream as StdStream};
     use std::time::Duration;
 

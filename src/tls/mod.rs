@@ -1,22 +1,21 @@
 //! `wss://`: the server's TLS configuration (rustls, with the aws-lc-rs
-//! crypto provider), loaded from PEM files and reloaded on SIGHUP.
+//! crypto provider), loaded from PEM files and reloaded on SIGHUP, and
+//! [`records`]: one connection's TLS records without I/O, which the server
+//! and loadgen share.
 //!
 //! The TLS itself runs in the loop, non-blocking, inside [`crate::socket`]:
-//! each connection on the main port gets a rustls `ServerConnection`, and
-//! the socket's `recv` and `send` pass bytes through it, so the handshake
-//! and the records are driven by the same readiness events as everything
-//! else, under the same `--handshake-timeout`. The protocol layer above sees
-//! plaintext.
-//!
-//! Per connection, rustls keeps an incoming record buffer and the records
-//! waiting for the socket; the latter is capped ([`TLS_BUFFER_LIMIT`]), so
-//! that output the peer does not take stays in the connection's own queue,
-//! bounded by `--max-backpressure` as on plain TCP.
+//! each connection on the main port gets a rustls connection, and the
+//! socket's `recv` and `send` pass bytes through it ([`records::Records`]),
+//! so the handshake and the records are driven by the same readiness events
+//! as everything else, under the same `--handshake-timeout`. The protocol
+//! layer above sees plaintext.
 //!
 //! The kernel's TLS (kTLS, `setsockopt(TCP_ULP, "tls")`) would take the
 //! record layer off the loop after the handshake; this machine's kernel does
 //! not offer it (`/proc/sys/net/ipv4/tcp_available_ulp` lists only `mptcp`),
 //! so it is not used.
+
+pub mod records;
 
 use std::{
     fmt, io,
@@ -28,13 +27,9 @@ use rustls::{
     crypto::aws_lc_rs,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
     server::ServerSessionMemoryCache,
-    ServerConfig, ServerConnection,
+    server::UnbufferedServerConnection,
+    ServerConfig,
 };
-
-/// Encrypted output rustls may hold for a connection before it refuses more
-/// plaintext: two full records. What the kernel does not take beyond that
-/// waits, unencrypted, in the connection's own output queue.
-pub const TLS_BUFFER_LIMIT: usize = 32 << 10;
 
 /// Sessions kept for resumption by session id (TLS 1.2 clients that do not
 /// take tickets); tickets (stateless) serve the others.
@@ -75,14 +70,12 @@ impl TlsAcceptor {
     }
 
     /// A server-side TLS connection for a freshly accepted socket.
-    pub fn accept(&self) -> io::Result<ServerConnection> {
+    pub fn accept(&self) -> io::Result<UnbufferedServerConnection> {
         let config = match self.current.lock() {
             Ok(current) => current.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        let mut connection = ServerConnection::new(config).map_err(io::Error::other)?;
-        connection.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
-        Ok(connection)
+        UnbufferedServerConnection::new(config).map_err(io::Error::other)
     }
 }
 

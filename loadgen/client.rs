@@ -16,7 +16,7 @@
 //! The hot path, per echoed message: one `read` into the loop's buffer
 //! (a short read means the socket is drained: no second `read` to collect
 //! `EAGAIN`), the echo checked where it lies ([`crate::inbound`]), one clock
-//! read, the stamp patched into the connection's premasked frame
+//! read, the stamp patched into the loop's premasked frame
 //! ([`crate::frames`]), one `write`. Nothing is allocated.
 //!
 //! The connection never closes its own socket: when finished it returns
@@ -80,6 +80,10 @@ pub struct Context {
     pub connect_timeout_ns: u64,
     /// The payload every data message carries (stamp area aside); empty in idle mode.
     pub payload: Vec<u8>,
+    /// The data (or, in idle mode, ping) frame every connection of the loop
+    /// sends, premasked: each message only patches its stamp in, right
+    /// before it is written (see [`crate::frames`]).
+    pub frame: FrameTemplate,
     /// The handshake request every connection sends (with its own key):
     /// one per target and room (broadcast mode), else one per target; see
     /// [`Context::request`].
@@ -205,8 +209,6 @@ pub struct Client {
     connect_ns: u64,
     /// This connection's masking key.
     mask: [u8; 4],
-    /// The premasked data (or ping) frame; built when the connection opens.
-    frame: Option<FrameTemplate>,
     /// The frame reader and checker.
     inbound: Inbound,
     /// Which messages are in flight.
@@ -251,7 +253,6 @@ impl Client {
             slot: 0,
             connect_ns: cx.now_ns,
             mask: random_mask(id, cx.now_ns),
-            frame: None,
             inbound: Inbound::default(),
             seq: Tracker::default(),
             pending: Vec::new(),
@@ -641,10 +642,6 @@ impl Client {
         if cx.mode == Mode::Churn && counted {
             cx.stats.handshakes_in_window += 1;
         }
-        self.frame = Some(match cx.mode {
-            Mode::Idle => FrameTemplate::ping(self.mask),
-            _ => FrameTemplate::data(&cx.payload, cx.encoding, self.mask),
-        });
         let mut result = if tail.is_empty() { Ok(()) } else { self.take_input(tail, cx) };
         if result.is_ok() && cx.mode == Mode::Churn && cx.sending {
             result = self.send_messages(1, None, cx);
@@ -969,7 +966,6 @@ impl Client {
         if count == 0 {
             return Ok(());
         }
-        let Some(frame) = self.frame.as_mut() else { return Ok(()) };
         let now = cx.now_ns;
         let payload_len = if cx.mode == Mode::Idle { BINARY_STAMP_LEN } else { cx.payload.len() } as u64;
         if self.seq.in_flight() == 0 {
@@ -991,7 +987,7 @@ impl Client {
             }
             count_one(stamp.intended_ns, &mut cx.stats, &mut cx.quota_left);
             self.seq.next_seq += 1;
-            let bytes = frame.stamp(&stamp);
+            let bytes = cx.frame.stamp(&stamp);
             transmit(&self.stream, &mut self.tls, &mut self.pending, &mut self.write_blocked, bytes)
         } else {
             cx.out.clear();
@@ -1002,7 +998,7 @@ impl Client {
                 }
                 count_one(stamp.intended_ns, &mut cx.stats, &mut cx.quota_left);
                 self.seq.next_seq += 1;
-                cx.out.extend_from_slice(frame.stamp(&stamp));
+                cx.out.extend_from_slice(cx.frame.stamp(&stamp));
             }
             transmit(&self.stream, &mut self.tls, &mut self.pending, &mut self.write_blocked, &cx.out)
         };
@@ -1090,9 +1086,10 @@ fn is_retry(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
 }
 
-/// A masking key per connection. It only has to differ between
-/// connections (see [`crate::frames`]), so a mix of the id and the clock does.
-fn random_mask(id: u32, now_ns: u64) -> [u8; 4] {
+/// A masking key, per connection (its control frames) or per loop (its data
+/// frames). It only has to differ between them (see [`crate::frames`]), so a
+/// mix of an id and the clock does.
+pub fn random_mask(id: u32, now_ns: u64) -> [u8; 4] {
     let mixed = (u64::from(id) ^ now_ns.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     ((mixed >> 32) as u32).to_ne_bytes()
 }

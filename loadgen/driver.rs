@@ -48,7 +48,8 @@ use wsloop::{
 use crate::{
     broadcast::{Published, Subscriber},
     cli::{Mode, Settings},
-    client::{Client, Context, Step, CLOSE_TIMEOUT_NS},
+    client::{random_mask, Client, Context, Step, CLOSE_TIMEOUT_NS},
+    frames::FrameTemplate,
     handshake::RequestTemplate,
     metrics::{Fault, OpenFailure, Stats},
     plan::{Phase, Schedule, Window},
@@ -333,6 +334,10 @@ impl<S: SampleSink> Driver<S> {
             layout: settings.layout,
             message_timeout_ns: settings.message_timeout.as_nanos() as u64,
             connect_timeout_ns: settings.connect_timeout.as_nanos() as u64,
+            frame: match settings.mode {
+                Mode::Idle => FrameTemplate::ping(random_mask(u32::MAX, now)),
+                _ => FrameTemplate::data(&payload, settings.encoding, random_mask(u32::MAX, now)),
+            },
             payload,
             requests: common.requests.clone(),
             targets: settings.targets.len(),

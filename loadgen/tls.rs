@@ -291,7 +291,7 @@ impl TlsStream {
     /// (`Ok(false)`: the next WRITABLE goes on).
     #[inline]
     pub fn flush(&mut self, stream: &TcpStream) -> io::Result<bool> {
-        self.records.flush(|slices| wsloop::sys::writev(stream, slices))
+        self.records.flush(|slices| wsloop::sys::send_slices(stream, slices))
     }
 
     /// Seals `data` and writes it, until all of it is out or the socket is
@@ -300,7 +300,7 @@ impl TlsStream {
     /// full.
     #[inline]
     pub fn send(&mut self, stream: &TcpStream, data: &[u8]) -> io::Result<Sent> {
-        self.records.send(&[IoSlice::new(data)], data.len(), |slices| wsloop::sys::writev(stream, slices))
+        self.records.send(&[IoSlice::new(data)], data.len(), |slices| wsloop::sys::send_slices(stream, slices))
     }
 
     /// `ws://`'s write-or-keep, over TLS: what is not taken goes to

@@ -136,6 +136,12 @@ pub struct Ctx<'a> {
     /// (as addresses), and a message put together from fragments.
     pub(crate) input: Range<usize>,
     pub(crate) assembled: Option<&'a Bytes>,
+    /// The message being handled, when it lies in the receive buffer: the
+    /// offset of its payload there, and how many bytes before it nothing
+    /// needs any more (its frame's header). Sending it back unchanged puts
+    /// the reply's header there, so that header and payload go out as one
+    /// slice. Taken by the first such send.
+    pub(crate) header_room: Option<(usize, usize)>,
     pub(crate) metrics: &'a mut Metrics,
     /// A close requested, or the connection is closing: nothing more is sent.
     pub(crate) close: &'a mut Option<CloseRequest>,
@@ -159,14 +165,23 @@ impl Ctx<'_> {
         if self.close.is_some() {
             return;
         }
-        self.cork.push_header(kind, data.len());
         let start = data.as_ptr() as usize;
         let end = start + data.len();
         if self.input.start <= start && end <= self.input.end {
-            self.cork.push_input(start - self.input.start..end - self.input.start);
+            let range = start - self.input.start..end - self.input.start;
+            match self.header_room.take() {
+                Some((at, room)) if at == range.start => self.cork.push_framed(kind, range, room),
+                other => {
+                    self.header_room = other;
+                    self.cork.push_header(kind, data.len());
+                    self.cork.push_input(range);
+                }
+            }
         } else if let Some(bytes) = self.assembled.filter(|b| contains(b, start, end)) {
+            self.cork.push_header(kind, data.len());
             self.cork.push_shared(bytes.slice_ref(data));
         } else {
+            self.cork.push_header(kind, data.len());
             self.cork.push_scratch(|s| s.extend_from_slice(data));
         }
         self.metrics.count_sent(kind, data.len());

@@ -4,11 +4,12 @@
 //!
 //! A reply is not copied to be sent. The [`Cork`] lists the wakeup's output
 //! in order as *segments*: a range of the loop's receive buffer (an echoed
-//! payload, unmasked where it arrived), a range of the loop's scratch buffer
+//! payload, unmasked where it arrived, usually with its reply's header
+//! written in front of it, [`Cork::push_framed`]), a range of the loop's scratch buffer
 //! (frame headers, pongs, close frames), or a shared `Bytes` (a message put
 //! together from fragments, a frame published to a room: one allocation,
 //! shared by every connection it goes to). [`flush`] hands all of them to
-//! the kernel in one `writev`, after whatever the connection still had
+//! the kernel in one `writev` (a `send` when they are one slice), after whatever the connection still had
 //! pending. Only what the kernel does not take is kept: shared segments by
 //! reference, the rest copied once into the connection's [`Outbox`], in
 //! order.
@@ -164,6 +165,9 @@ pub struct Cork {
     /// kind and length in a row (an echo benchmark, a feed of same-sized
     /// updates) reuse it.
     last_header: Option<(Kind, usize, Header)>,
+    /// A header to write into the receive buffer, at this offset, before
+    /// the flush ([`Cork::push_framed`], [`Cork::place_header`]).
+    unplaced: Option<(usize, Header)>,
 }
 
 impl Cork {
@@ -179,16 +183,54 @@ impl Cork {
     /// Queues the header of a data frame of `kind` with `len` payload bytes.
     #[inline]
     pub fn push_header(&mut self, kind: Kind, len: usize) {
-        let header = match self.last_header {
+        let header = self.header(kind, len);
+        self.len += header.as_bytes().len();
+        self.segments.push(Segment::Header(header));
+    }
+
+    /// The header of a data frame of `kind` with `len` payload bytes.
+    #[inline]
+    fn header(&mut self, kind: Kind, len: usize) -> Header {
+        match self.last_header {
             Some((k, l, header)) if k == kind && l == len => header,
             _ => {
                 let header = writer::header(writer::data_opcode(kind), len);
                 self.last_header = Some((kind, len, header));
                 header
             }
-        };
-        self.len += header.as_bytes().len();
-        self.segments.push(Segment::Header(header));
+        }
+    }
+
+    /// Queues a data frame of `kind` whose payload is `range` of the
+    /// receive buffer, with `room` bytes before it that nothing needs any
+    /// more (the header of the frame it came in): the header goes there
+    /// ([`Cork::place_header`] writes it), so that header and payload leave
+    /// as one slice, a `send` rather than a `writev` of two. A client's
+    /// header is always 4 bytes longer than ours (its masking key), so there
+    /// is room unless its header was cut by the end of the previous read.
+    #[inline]
+    pub fn push_framed(&mut self, kind: Kind, range: Range<usize>, room: usize) {
+        let header = self.header(kind, range.len());
+        let len = header.as_bytes().len();
+        if len > room || self.unplaced.is_some() {
+            self.len += len;
+            self.segments.push(Segment::Header(header));
+            self.push_input(range);
+            return;
+        }
+        self.unplaced = Some((range.start - len, header));
+        self.push_input(range.start - len..range.end);
+    }
+
+    /// Writes the header [`Cork::push_framed`] queued into `input` (the
+    /// receive buffer its offset is an offset of), once the application no
+    /// longer holds the message. Until then those bytes are the old header,
+    /// which nothing reads.
+    #[inline]
+    pub fn place_header(&mut self, input: &mut [u8]) {
+        if let Some((at, header)) = self.unplaced.take() {
+            header.write_to(&mut input[at..]);
+        }
     }
 
     /// Queues `range` of the receive buffer that [`flush`] will be given.

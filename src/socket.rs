@@ -160,7 +160,7 @@ impl Socket {
     fn push_tls_records(&mut self) -> io::Result<()> {
         let stream = &self.stream;
         let Some(tls) = &mut self.tls else { return Ok(()) };
-        if !tls.flush(|slices| sys::writev(stream, slices))? {
+        if !tls.flush(|slices| sys::send_slices(stream, slices))? {
             self.write_blocked = true;
         }
         Ok(())
@@ -273,7 +273,7 @@ impl Socket {
     fn send_tls(&mut self, slices: &[IoSlice<'_>], total: usize) -> io::Result<usize> {
         let stream = &self.stream;
         let Some(tls) = &mut self.tls else { return Ok(0) };
-        let sent = tls.send(slices, total, |slices| sys::writev(stream, slices))?;
+        let sent = tls.send(slices, total, |slices| sys::send_slices(stream, slices))?;
         self.write_blocked = sent.blocked;
         Ok(sent.taken)
     }
@@ -309,8 +309,8 @@ impl Transport for Socket {
         self.recv_plain(buf)
     }
 
-    /// One `writev` of `slices`: the bytes the kernel took (0 when the send
-    /// buffer is full, which is not an error). Always inlined: it is one
+    /// One `writev` of `slices` (a `send` when there is one): the bytes the
+    /// kernel took (0 when the send buffer is full, which is not an error). Always inlined: it is one
     /// test and a system call, at every flush of every connection.
     #[inline(always)]
     fn send(&mut self, slices: &[IoSlice<'_>], total: usize) -> io::Result<usize> {
@@ -320,7 +320,7 @@ impl Transport for Socket {
         if self.tls.is_some() {
             return self.send_tls(slices, total);
         }
-        match retry_interrupted(|| sys::writev(&self.stream, slices)) {
+        match retry_interrupted(|| sys::send_slices(&self.stream, slices)) {
             Ok(n) => {
                 self.write_blocked = n < total;
                 Ok(n)

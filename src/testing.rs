@@ -26,6 +26,8 @@ pub struct MemStream {
     pub discard_output: bool,
     /// Bytes written in all.
     pub written: usize,
+    /// Slices handed to `send` in all (a `writev` of two counts two).
+    pub slices: usize,
     /// Bytes the peer takes per wakeup (`usize::MAX`: all it is sent).
     pub write_budget: usize,
     /// What is left of the budget in this wakeup (reset by [`MemStream::next_wakeup`]).
@@ -43,6 +45,7 @@ impl Default for MemStream {
             output: Vec::new(),
             discard_output: false,
             written: 0,
+            slices: 0,
             write_budget: usize::MAX,
             writable: usize::MAX,
         }
@@ -84,6 +87,7 @@ impl Transport for MemStream {
 
     fn send(&mut self, slices: &[IoSlice<'_>], total: usize) -> io::Result<usize> {
         let taken = total.min(self.writable);
+        self.slices += slices.len();
         if !self.discard_output {
             let mut left = taken;
             for slice in slices {

@@ -5,9 +5,9 @@
 //! This is the per-message hot path. For one 512-byte echo it is: one
 //! `recv` into the loop's receive buffer, the frame header parsed and the
 //! payload unmasked where it landed, the application called with a slice of
-//! it, the reply header written to the loop's scratch buffer, and one
-//! `writev` of header and payload. Nothing is allocated and nothing copied in
-//! user space. The next `recv` is not even tried: a short read means the
+//! it, the reply's header written where the request's was (just before the
+//! payload), and one `send` of header and payload together. Nothing is
+//! allocated and nothing copied in user space. The next `recv` is not even tried: a short read means the
 //! socket is drained (see [`crate::socket`]).
 //!
 //! Backpressure: once the output the peer has not taken passes
@@ -316,6 +316,7 @@ impl Hand<'_> {
             cork: self.cork,
             input,
             assembled,
+            header_room: None,
             metrics: self.metrics,
             close,
             rooms: self.rooms,
@@ -355,6 +356,7 @@ fn read_events<A: App>(
         if hand.cork.len() > room {
             return pos;
         }
+        let start = pos;
         let (used, event) = match reader.next(&mut input[pos..], limits) {
             Ok(next) => next,
             Err(violation) => {
@@ -376,7 +378,14 @@ fn read_events<A: App>(
                 let mut close = None;
                 match payload {
                     Payload::InPlace(data) => {
-                        app.on_message(&mut hand.ctx(id, region.clone(), None, &mut close), Message::new(kind, data));
+                        // Everything this call of the reader consumed before the
+                        // payload (its frame's header) is free: the reply's
+                        // header may go there ([`Cork::push_framed`]).
+                        let at = data.as_ptr() as usize - base;
+                        let mut cx = hand.ctx(id, region.clone(), None, &mut close);
+                        cx.header_room = Some((at, at - start));
+                        app.on_message(&mut cx, Message::new(kind, data));
+                        hand.cork.place_header(input);
                     }
                     Payload::Assembled(data) => {
                         // Owned by `Bytes` now, so that a reply can share it.
@@ -455,5 +464,111 @@ pub fn await_close<T: Transport>(reader: &mut Reader, socket: &mut T, lent: &mut
                 Err(_) => return Awaiting::Done,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        modes::Echo,
+        protocol::Kind,
+        testing::{Harness, MemStream},
+        Config,
+    };
+
+    /// A client's frame: final, masked.
+    fn client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut frame = vec![0x80 | opcode];
+        match payload.len() {
+            n @ 0..=125 => frame.push(0x80 | n as u8),
+            n @ 126..=0xffff => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    }
+
+    /// The server's frame of `kind` for a payload: final, unmasked.
+    fn server_frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        writer::put_frame(&mut out, writer::data_opcode(kind), payload);
+        out
+    }
+
+    fn payload(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    }
+
+    fn harness(input: Vec<u8>, max_read: usize) -> Harness {
+        let config = Config { max_message_size: 1 << 20, max_frame_size: 1 << 20, ..Config::default() };
+        Harness::new(config, MemStream { max_read, ..MemStream::new(input) })
+    }
+
+    #[test]
+    fn an_echo_goes_out_as_one_slice_its_header_where_the_request_header_was() {
+        // Each length takes another header size (2, 4 and 10 bytes of ours).
+        let messages = [payload(10, 1), payload(300, 2), payload(70_000, 3)];
+        let input: Vec<u8> = messages.iter().flat_map(|m| client_frame(2, m, [9, 8, 7, 6])).collect();
+        let mut h = harness(input, 0);
+        assert_eq!(h.wakeup(&mut Echo).messages, 3);
+        let expected: Vec<u8> = messages.iter().flat_map(|m| server_frame(Kind::Binary, m)).collect();
+        assert!(h.stream.output == expected, "the replies differ from the messages");
+        assert_eq!(h.stream.slices, 3, "one slice per reply: header and payload together");
+    }
+
+    #[test]
+    fn a_header_cut_by_the_end_of_a_read_leaves_room_only_for_what_came_after() {
+        // 8 header bytes (2, 2 of length, 4 of mask) for our 4: cut after 3,
+        // five follow the cut and ours fits there; cut after 6, two do not.
+        for (cut, slices) in [(3, 1), (6, 2)] {
+            let frame = client_frame(1, &[b'a'; 500], [1, 2, 3, 4]);
+            let mut h = harness(frame.clone(), 0);
+            h.stream.readable_until = cut;
+            assert_eq!(h.wakeup(&mut Echo).messages, 0);
+            h.stream.readable_until = frame.len();
+            assert_eq!(h.wakeup(&mut Echo).messages, 1);
+            assert!(h.stream.output == server_frame(Kind::Text, &[b'a'; 500]), "cut after {cut}");
+            assert_eq!(h.stream.slices, slices, "cut after {cut}");
+        }
+    }
+
+    /// Sends each message three times: whole, its first half, whole again.
+    struct Thrice;
+
+    impl App for Thrice {
+        fn on_message(&mut self, cx: &mut Ctx<'_>, message: Message<'_>) {
+            let data = message.data();
+            cx.send(Kind::Binary, data);
+            cx.send(Kind::Binary, &data[..data.len() / 2]);
+            cx.send(Kind::Binary, data);
+        }
+    }
+
+    #[test]
+    fn only_the_first_reply_takes_the_room_before_the_payload() {
+        let messages = [payload(20, 5), payload(200, 6)];
+        let input: Vec<u8> = messages.iter().flat_map(|m| client_frame(2, m, [4, 4, 4, 4])).collect();
+        let mut h = harness(input, 0);
+        assert_eq!(h.wakeup(&mut Thrice).messages, 2);
+        let expected: Vec<u8> = messages
+            .iter()
+            .flat_map(|m| {
+                [
+                    server_frame(Kind::Binary, m),
+                    server_frame(Kind::Binary, &m[..m.len() / 2]),
+                    server_frame(Kind::Binary, m),
+                ]
+                .concat()
+            })
+            .collect();
+        assert!(h.stream.output == expected, "a reply was overwritten");
     }
 }

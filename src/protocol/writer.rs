@@ -33,6 +33,18 @@ impl Header {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
+
+    /// Writes the header at the start of `out`, with copies of a fixed size
+    /// (2, 4 or 10 bytes: moves, where a copy of a variable length is a
+    /// call to `memcpy`).
+    #[inline]
+    pub fn write_to(&self, out: &mut [u8]) {
+        match self.len {
+            2 => out[..2].copy_from_slice(&self.bytes[..2]),
+            4 => out[..4].copy_from_slice(&self.bytes[..4]),
+            _ => out[..MAX_HEADER].copy_from_slice(&self.bytes),
+        }
+    }
 }
 
 /// The opcode of a data message of `kind`.

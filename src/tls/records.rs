@@ -342,8 +342,15 @@ impl<C: Side> Records<C> {
     fn write(&mut self, sealed: &[u8], mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>) -> io::Result<bool> {
         let waiting = &self.unsent[self.unsent_from..];
         let total = waiting.len() + sealed.len();
+        let both = [IoSlice::new(waiting), IoSlice::new(sealed)];
+        // Only the slices with bytes: one is the usual case, a `send`.
+        let slices = match (waiting.is_empty(), sealed.is_empty()) {
+            (true, _) => &both[1..],
+            (false, true) => &both[..1],
+            (false, false) => &both[..],
+        };
         let n = loop {
-            match write(&[IoSlice::new(waiting), IoSlice::new(sealed)]) {
+            match write(slices) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -15,7 +15,7 @@
 //! On the `wss://` port the socket carries a TLS connection
 //! ([`Records`]): `recv` reads records with one `recv`, has them decrypted
 //! where they landed and hands out the plaintext; `send` seals plaintext
-//! into records and writes them with one `writev`. The handshake happens in
+//! into records and writes them with one `send`. The handshake happens in
 //! the same calls, before the first plaintext comes out. Both rules hold
 //! there too.
 

@@ -15,11 +15,11 @@
 //!   its own that is freed at once (so the next one reuses warm memory); a
 //!   record that has not fully arrived is kept, sized to what arrived, until
 //!   the next read.
-//! - **Writing**: plaintext is sealed into records in a buffer the loop
-//!   lends ([`Sealed`]: one per loop, reused by every connection, so it stays
-//!   in cache) and written from there; only what the socket does not take is
-//!   kept ([`Records::wrote`]), after what rustls has to say of its own
-//!   (handshake flights, session tickets, alerts), in order.
+//! - **Writing**: plaintext is sealed into records in the loop's room for
+//!   them (one per loop thread, reused by every connection, so it stays in
+//!   cache) and written from there with one `send` ([`Records::send`]),
+//!   after what rustls has to say of its own (handshake flights, session
+//!   tickets, alerts), in order; only what the socket does not take is kept.
 //! - **Idle**, a connection keeps rustls' state and nothing else: no record
 //!   buffer (the buffered API kept 4 KiB per connection while idle).
 
@@ -96,53 +96,6 @@ pub enum TlsEnd<E> {
     Tls(rustls::Error),
     /// What the plaintext's consumer refused.
     Plain(E),
-}
-
-/// Room for sealed records ([`SealRoom`]). It keeps its largest size, so that it is zeroed
-/// once rather than at every record, and stays in cache between
-/// connections.
-#[derive(Debug, Default)]
-struct Sealed {
-    buf: Vec<u8>,
-    len: usize,
-}
-
-impl Sealed {
-    /// The records sealed since the last [`Sealed::clear`].
-    fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-
-    fn clear(&mut self) {
-        self.len = 0;
-    }
-
-    /// Appends what `encrypt` writes into the room after the bytes (at
-    /// least `room` bytes; more if rustls says it needs more).
-    fn append(
-        &mut self,
-        room: usize,
-        mut encrypt: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
-    ) -> Result<(), rustls::Error> {
-        let mut room = room;
-        loop {
-            if self.buf.len() < self.len + room {
-                self.buf.resize(self.len + room, 0);
-            }
-            match encrypt(&mut self.buf[self.len..]) {
-                Ok(n) => {
-                    self.len += n;
-                    return Ok(());
-                }
-                Err(EncryptError::InsufficientSize(short)) if short.required_size > self.buf.len() - self.len => {
-                    room = short.required_size;
-                }
-                // The sequence numbers are spent (2^64 records, or the AEAD's
-                // limit on TLS 1.2): the connection must end.
-                Err(_) => return Err(rustls::Error::EncryptError),
-            }
-        }
-    }
 }
 
 /// Per-record overhead allowed for when sealing: a TLS 1.3 record adds 22
@@ -260,23 +213,36 @@ impl<C: Side> Records<C> {
         }
     }
 
-    /// Seals `plaintext` into records appended to `sealed`, after anything
-    /// rustls had to send of its own (queued in `unsent`). `Ok(false)`: not
-    /// yet, the handshake is not done.
-    fn seal(&mut self, plaintext: &[u8], sealed: &mut Sealed) -> Result<bool, rustls::Error> {
+    /// Seals `plaintext` into records at the start of `sealed` (grown as
+    /// needed, never shrunk: it is the loop's, and zeroed only as it grows),
+    /// after anything rustls had to send of its own (queued in `unsent`):
+    /// their length, or `None` while the handshake is not done.
+    fn seal(&mut self, plaintext: &[u8], sealed: &mut Vec<u8>) -> Result<Option<usize>, rustls::Error> {
         loop {
             match self.conn.process(&mut []).state {
                 Ok(ConnectionState::WriteTraffic(mut traffic)) => {
                     let records = plaintext.len().div_ceil(RECORD_PLAINTEXT_MAX).max(1);
-                    sealed
-                        .append(plaintext.len() + records * RECORD_OVERHEAD, |out| traffic.encrypt(plaintext, out))?;
-                    return Ok(true);
+                    let mut room = plaintext.len() + records * RECORD_OVERHEAD;
+                    loop {
+                        if sealed.len() < room {
+                            sealed.resize(room, 0);
+                        }
+                        match traffic.encrypt(plaintext, sealed) {
+                            Ok(n) => return Ok(Some(n)),
+                            Err(EncryptError::InsufficientSize(short)) if short.required_size > sealed.len() => {
+                                room = short.required_size;
+                            }
+                            // The sequence numbers are spent (2^64 records, or the
+                            // AEAD's limit on TLS 1.2): the connection must end.
+                            Err(_) => return Err(rustls::Error::EncryptError),
+                        }
+                    }
                 }
                 Ok(ConnectionState::EncodeTlsData(mut data)) => queue(&mut self.unsent, |out| data.encode(out)),
                 Ok(ConnectionState::TransmitTlsData(data)) => data.done(),
                 // Plaintext not taken yet (not expected: `open` takes it all).
                 Ok(ConnectionState::ReadTraffic(mut traffic)) => while traffic.next_record().is_some() {},
-                Ok(_) => return Ok(false),
+                Ok(_) => return Ok(None),
                 Err(e) => return Err(e),
             }
         }
@@ -312,7 +278,7 @@ impl<C: Side> Records<C> {
     /// given, as `writev`), behind the records already waiting (so that the
     /// tickets that follow a handshake leave with the first answer). The
     /// plaintext goes [`SEAL_CHUNK`] at a time, sealed in the loop's room
-    /// ([`Sealed`]); what `write` does not take of a batch is kept, encrypted,
+    /// for records; what `write` does not take of a batch is kept, encrypted,
     /// and no more is sealed until it has gone: the rest of the caller's
     /// output waits in its own queue, unencrypted.
     pub fn send(
@@ -325,13 +291,11 @@ impl<C: Side> Records<C> {
             let mut sent = Sent { taken: 0, blocked: false };
             while sent.taken < total && !sent.blocked {
                 let plain = gather(slices, sent.taken, &mut room.plain);
-                room.sealed.clear();
-                if !self.seal(plain, &mut room.sealed).map_err(|e| io::Error::other(TlsFailure(e)))? {
-                    // The handshake is not done: nothing can be sent yet.
-                    break;
-                }
+                let sealed = self.seal(plain, &mut room.sealed).map_err(|e| io::Error::other(TlsFailure(e)))?;
+                // None: the handshake is not done, nothing can be sent yet.
+                let Some(len) = sealed else { break };
                 sent.taken += plain.len();
-                sent.blocked = !self.write(room.sealed.bytes(), &mut write)?;
+                sent.blocked = !self.write(&room.sealed[..len], &mut write)?;
             }
             Ok(sent)
         })
@@ -396,7 +360,8 @@ pub const SEAL_CHUNK: usize = 32 << 10;
 struct SealRoom {
     /// Plaintext of several slices, gathered to be sealed together.
     plain: Vec<u8>,
-    sealed: Sealed,
+    /// The records sealed, at its start.
+    sealed: Vec<u8>,
 }
 
 thread_local! {

@@ -631,6 +631,27 @@ mod tests {
     }
 
     #[test]
+    fn a_key_update_is_answered_and_traffic_goes_on() {
+        let (mut client, mut server) = pair(false);
+        handshake(&mut client, &mut server, 1 << 20);
+        // The client asks for new keys both ways (TLS 1.3 KeyUpdate, update_requested).
+        match client.conn.process(&mut []).state {
+            Ok(ConnectionState::WriteTraffic(traffic)) => traffic.refresh_traffic_keys().unwrap(),
+            other => panic!("not ready to write: {other:?}"),
+        }
+        let wire = send(&mut client, &[b"under new keys"]);
+        let (plain, _) = deliver(&mut server, &wire, 5);
+        assert_eq!(plain, b"under new keys");
+        // rustls writes the server's answering KeyUpdate right before its
+        // next record, in the same write: two records.
+        let wire = send(&mut server, &[b"so are mine"]);
+        assert!(wire.len() > b"so are mine".len() + 22, "no KeyUpdate before the record");
+        assert_eq!(deliver(&mut client, &wire, 5).0, b"so are mine");
+        let wire = send(&mut client, &[b"and again"]);
+        assert_eq!(deliver(&mut server, &wire, 1 << 20).0, b"and again");
+    }
+
+    #[test]
     fn close_notify_ends_reading_on_the_other_side() {
         let (mut client, mut server) = pair(false);
         handshake(&mut client, &mut server, 1 << 20);

@@ -21,7 +21,8 @@
 //! - [`handshake`]: the opening handshake, without I/O: one head parser, one decision.
 //! - [`socket`]: the TCP (or TLS) stream and the two rules that save syscalls.
 //! - [`outbox`]: what a wakeup sends (corked) and what the kernel still owes.
-//! - [`tls`]: the server's rustls configuration, loaded and reloaded from PEM.
+//! - [`tls`]: the server's rustls configuration, loaded and reloaded from PEM;
+//!   `tls::records`: one connection's TLS records without I/O (loadgen's too).
 //!
 //! The protocol and the application:
 //! - [`protocol`]: RFC 6455 frames without I/O: a reader (bytes in, events

@@ -5,14 +5,14 @@
 //! A reply is not copied to be sent. The [`Cork`] lists the wakeup's output
 //! in order as *segments*: a range of the loop's receive buffer (an echoed
 //! payload, unmasked where it arrived, usually with its reply's header
-//! written in front of it, [`Cork::push_framed`]), a range of the loop's scratch buffer
-//! (frame headers, pongs, close frames), or a shared `Bytes` (a message put
-//! together from fragments, a frame published to a room: one allocation,
-//! shared by every connection it goes to). [`flush`] hands all of them to
-//! the kernel in one `writev` (a `send` when they are one slice), after whatever the connection still had
-//! pending. Only what the kernel does not take is kept: shared segments by
-//! reference, the rest copied once into the connection's [`Outbox`], in
-//! order.
+//! written in front of it, [`Cork::push_framed`]), a range of the loop's
+//! scratch buffer (frame headers, pongs, close frames), or a shared `Bytes`
+//! (a message put together from fragments, a frame published to a room: one
+//! allocation, shared by every connection it goes to). [`flush`] hands all
+//! of them to the kernel in one `writev` (a `send` when they are one slice),
+//! after whatever the connection still had pending. Only what the kernel
+//! does not take is kept: shared segments by reference, the rest copied
+//! once into the connection's [`Outbox`], in order.
 
 use std::{io, io::IoSlice, ops::Range};
 

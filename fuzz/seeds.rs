@@ -15,11 +15,21 @@
 //!
 //! handshake_head: upgrade requests valid and not, plain requests for each
 //! route, oversized and malformed heads.
+//!
+//! tls_records: a real ClientHello (rustls', as loadgen sends it), whole and
+//! cut into reads of several sizes, re-framed into many small records (a
+//! handshake message across records, read whole or a few records at a time,
+//! or interrupted by a record of another kind), followed by garbage, an
+//! alert, an oversized record, plain HTTP; for the client side, a server's first
+//! flight (to another ClientHello, so it fails once encrypted, as fuzzed
+//! input does). Each starts with the one-byte plan of `wsloop_fuzz::tls`.
 
 use std::{fs, path::Path};
 
+use wsloop::tls::records::Records;
 use wsloop_fuzz::{
     frames::{budget, encode_plan, BIG, DEFAULTS, EOF, SMALL, TINY},
+    tls,
     wire::{self, Frame, BINARY, CLOSE, MASK},
 };
 
@@ -27,8 +37,10 @@ fn main() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let frames = frame_seeds();
     let heads = handshake_seeds();
+    let records = tls_seeds();
     write(&corpus.join("frames"), &frames);
     write(&corpus.join("handshake_head"), &heads);
+    write(&corpus.join("tls_records"), &records);
 }
 
 fn write(dir: &Path, seeds: &[(String, Vec<u8>)]) {
@@ -302,10 +314,7 @@ fn handshake_seeds() -> Vec<(String, Vec<u8>)> {
     );
     add("publish_wrong_token", publish("Authorization: Bearer fuzz-tokem\r\nContent-Length: 5\r\n").as_bytes());
     add("publish_no_length", publish("Authorization: Bearer fuzz-token\r\n").as_bytes());
-    add(
-        "publish_chunked",
-        publish("Authorization: Bearer fuzz-token\r\nTransfer-Encoding: chunked\r\n").as_bytes(),
-    );
+    add("publish_chunked", publish("Authorization: Bearer fuzz-token\r\nTransfer-Encoding: chunked\r\n").as_bytes());
     add("publish_too_large", publish("Authorization: Bearer fuzz-token\r\nContent-Length: 1001\r\n").as_bytes());
     add("publish_get", b"GET /publish/alerts HTTP/1.1\r\nHost: x\r\n\r\n");
     add("upgrade_origin_allowed", upgrade_with("Origin: https://a.example\r\n").as_bytes());
@@ -369,5 +378,58 @@ fn handshake_seeds() -> Vec<(String, Vec<u8>)> {
     add("nul_in_target", b"GET /\0 HTTP/1.1\r\n\r\n");
     add("tls_client_hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03");
     add("websocket_frame_instead", &Frame::text("hello").to_bytes());
+    seeds
+}
+
+/// A TLS record of `content_type` (22 handshake, 21 alert, 23 application
+/// data) around `payload`, as sent before encryption starts.
+fn record(content_type: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![content_type, 3, 3];
+    out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn tls_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut seeds = Vec::new();
+    let mut add = |name: &str, server_side: bool, n: u8, bytes: &[u8]| {
+        seeds.push((name.to_string(), tls::encode_plan(server_side, n, bytes)));
+    };
+    // A client's first flight: its ClientHello, one record.
+    let mut client = Records::new(tls::client());
+    client.open(&mut [], |_| Ok::<(), ()>(())).expect("a ClientHello");
+    let hello = client.unsent().to_vec();
+    for n in [0, 3, 40, 127] {
+        add(&format!("client_hello_reads_of_{}", usize::from(n) * 37 + 1), true, n, &hello);
+    }
+    // The same handshake message re-framed into records of 100 bytes.
+    let message = &hello[5..];
+    let reframed: Vec<u8> = message.chunks(100).flat_map(|c| record(22, c)).collect();
+    add("client_hello_in_100_byte_records", true, 127, &reframed);
+    // Read 112 bytes at a time: rustls has half joined the message between
+    // reads, when the connection writes (the state that once panicked).
+    add("client_hello_in_100_byte_records_reads_of_112", true, 3, &reframed);
+    let mut interleaved = reframed[..3 * 105].to_vec();
+    interleaved.extend_from_slice(&record(23, &[0, 0]));
+    add("client_hello_interleaved_with_another_record", true, 127, &interleaved);
+    let mut then = |name: &str, tail: &[u8]| {
+        let mut bytes = hello.clone();
+        bytes.extend_from_slice(tail);
+        add(&format!("client_hello_then_{name}"), true, 127, &bytes);
+    };
+    then("garbage_record", &record(23, &[0x5a; 300]));
+    then("alert", &record(21, &[2, 40]));
+    then("oversized_record", &[23, 3, 3, 0x48, 0x01]);
+    then("http", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    add("http_on_the_tls_port", true, 127, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    add("empty_record", true, 127, &record(22, &[]));
+    // A server's first flight (ServerHello, and its encrypted messages).
+    let mut server = Records::new(tls::server());
+    let mut to_server = hello.clone();
+    server.open(&mut to_server, |_| Ok::<(), ()>(())).expect("the server's flight");
+    let flight = server.unsent().to_vec();
+    add("server_flight", false, 127, &flight);
+    add("server_flight_reads_of_38", false, 1, &flight);
+    add("server_alert", false, 127, &record(21, &[2, 40]));
     seeds
 }

@@ -8,11 +8,14 @@
 //! - [`wire`]: the WebSocket frame format, written out independently of
 //!   tungstenite and wsloop: an encoder for the seeds (it writes what no
 //!   correct client sends too) and a permissive decoder, the oracle.
+//! - [`tls`]: the TLS record target's plan (which side, reads of what size)
+//!   and both sides' configurations.
 //! - [`alloc`]: a counting global allocator, so a run's peak heap can be held
 //!   to the configured limits.
 
 pub mod alloc;
 pub mod frames;
+pub mod tls;
 pub mod wire;
 
 #[global_allocator]

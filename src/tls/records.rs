@@ -33,7 +33,9 @@ use std::{
 use rustls::{
     client::{ClientConnectionData, UnbufferedClientConnection},
     server::{ServerConnectionData, UnbufferedServerConnection},
-    unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedConnectionCommon, UnbufferedStatus},
+    unbuffered::{
+        ConnectionState, EncodeError, EncryptError, UnbufferedConnectionCommon, UnbufferedStatus, WriteTraffic,
+    },
     CommonState,
 };
 
@@ -96,6 +98,31 @@ pub enum TlsEnd<E> {
     Tls(rustls::Error),
     /// What the plaintext's consumer refused.
     Plain(E),
+}
+
+/// Seals `plaintext` into records at the start of `sealed`, growing it until
+/// rustls has the room it asks for: their length.
+fn seal_into<Data>(
+    traffic: &mut WriteTraffic<'_, Data>,
+    plaintext: &[u8],
+    sealed: &mut Vec<u8>,
+) -> Result<Option<usize>, rustls::Error> {
+    let records = plaintext.len().div_ceil(RECORD_PLAINTEXT_MAX).max(1);
+    let mut room = plaintext.len() + records * RECORD_OVERHEAD;
+    loop {
+        if sealed.len() < room {
+            sealed.resize(room, 0);
+        }
+        match traffic.encrypt(plaintext, sealed) {
+            Ok(n) => return Ok(Some(n)),
+            Err(EncryptError::InsufficientSize(short)) if short.required_size > sealed.len() => {
+                room = short.required_size;
+            }
+            // The sequence numbers are spent (2^64 records, or the AEAD's
+            // limit on TLS 1.2): the connection must end.
+            Err(_) => return Err(rustls::Error::EncryptError),
+        }
+    }
 }
 
 /// Per-record overhead allowed for when sealing: a TLS 1.3 record adds 22
@@ -188,7 +215,7 @@ impl<C: Side> Records<C> {
                     return Err(TlsEnd::Tls(rustls::Error::General("unexpected TLS connection state".into())));
                 }
                 Err(e) => {
-                    self.queue_alert();
+                    self.queue_alert(&mut records[at + discard..]);
                     return Err(TlsEnd::Tls(e));
                 }
             }
@@ -202,12 +229,14 @@ impl<C: Side> Records<C> {
 
     /// After a failure: rustls has queued an alert saying why; this
     /// encodes it into `unsent` (sending it is the caller's choice).
-    fn queue_alert(&mut self) {
-        // At most a couple of steps: the alert, then its transmission.
-        for _ in 0..4 {
-            match self.conn.process(&mut []).state {
+    /// `records` are the bytes rustls has not discarded, as every step must
+    /// be given them (see [`Records::seal`]).
+    fn queue_alert(&mut self, records: &mut [u8]) {
+        // Only while rustls holds something to send: a step beyond would
+        // read the failing record again, and fail again.
+        while self.conn.wants_write() {
+            match self.conn.process(records).state {
                 Ok(ConnectionState::EncodeTlsData(mut data)) => queue(&mut self.unsent, |out| data.encode(out)),
-                Ok(ConnectionState::TransmitTlsData(data)) => data.done(),
                 _ => break,
             }
         }
@@ -217,33 +246,34 @@ impl<C: Side> Records<C> {
     /// needed, never shrunk: it is the loop's, and zeroed only as it grows),
     /// after anything rustls had to send of its own (queued in `unsent`):
     /// their length, or `None` while the handshake is not done.
+    ///
+    /// Every step of rustls is given the bytes kept from the last read,
+    /// never an empty buffer: a handshake message that spans records (a
+    /// post-handshake KeyUpdate or ticket, cut by the end of a read) is read
+    /// where it lies, and rustls remembers how far into those bytes it got.
     fn seal(&mut self, plaintext: &[u8], sealed: &mut Vec<u8>) -> Result<Option<usize>, rustls::Error> {
         loop {
-            match self.conn.process(&mut []).state {
-                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                    let records = plaintext.len().div_ceil(RECORD_PLAINTEXT_MAX).max(1);
-                    let mut room = plaintext.len() + records * RECORD_OVERHEAD;
-                    loop {
-                        if sealed.len() < room {
-                            sealed.resize(room, 0);
-                        }
-                        match traffic.encrypt(plaintext, sealed) {
-                            Ok(n) => return Ok(Some(n)),
-                            Err(EncryptError::InsufficientSize(short)) if short.required_size > sealed.len() => {
-                                room = short.required_size;
-                            }
-                            // The sequence numbers are spent (2^64 records, or the
-                            // AEAD's limit on TLS 1.2): the connection must end.
-                            Err(_) => return Err(rustls::Error::EncryptError),
-                        }
-                    }
+            let UnbufferedStatus { discard, state } = self.conn.process(&mut self.unread);
+            let done = match state {
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => Some(seal_into(&mut traffic, plaintext, sealed)),
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    queue(&mut self.unsent, |out| data.encode(out));
+                    None
                 }
-                Ok(ConnectionState::EncodeTlsData(mut data)) => queue(&mut self.unsent, |out| data.encode(out)),
-                Ok(ConnectionState::TransmitTlsData(data)) => data.done(),
-                // Plaintext not taken yet (not expected: `open` takes it all).
-                Ok(ConnectionState::ReadTraffic(mut traffic)) => while traffic.next_record().is_some() {},
-                Ok(_) => return Ok(None),
-                Err(e) => return Err(e),
+                Ok(ConnectionState::TransmitTlsData(data)) => {
+                    data.done();
+                    None
+                }
+                // Not possible: `open` takes every whole record there is.
+                Ok(ConnectionState::ReadTraffic(_)) => {
+                    Some(Err(rustls::Error::General("TLS records left unread while writing".into())))
+                }
+                Ok(_) => Some(Ok(None)),
+                Err(e) => Some(Err(e)),
+            };
+            self.unread.drain(..discard);
+            if let Some(result) = done {
+                return result;
             }
         }
     }
@@ -251,9 +281,11 @@ impl<C: Side> Records<C> {
     /// Queues our close_notify (once the handshake is done; before, the
     /// connection is simply dropped).
     pub fn close_notify(&mut self) {
-        if let Ok(ConnectionState::WriteTraffic(mut traffic)) = self.conn.process(&mut []).state {
+        let UnbufferedStatus { discard, state } = self.conn.process(&mut self.unread);
+        if let Ok(ConnectionState::WriteTraffic(mut traffic)) = state {
             queue(&mut self.unsent, |out| traffic.queue_close_notify(out));
         }
+        self.unread.drain(..discard);
     }
 
     /// Records for the peer that the socket has not taken yet (rustls'
@@ -679,6 +711,41 @@ mod tests {
         let (_, mut fresh) = pair(false);
         let mut http = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
         assert!(matches!(fresh.open(&mut http, |_| Ok::<(), ()>(())), Err(TlsEnd::Tls(_))));
+    }
+
+    #[test]
+    fn a_handshake_message_cut_across_records_and_reads_survives_writes_and_failures() {
+        // The ClientHello re-framed into records of 100 bytes, and the first
+        // three of them read: rustls has begun joining the message in the
+        // bytes kept, and every later step must be given them again. A
+        // write (or a close) in that state once stepped rustls with an
+        // empty buffer, which it indexes by how far it had got: a panic.
+        let (mut client, _) = pair(false);
+        client.open(&mut [], |_| Ok::<(), ()>(())).unwrap();
+        let hello = drain(&mut client);
+        let reframed: Vec<u8> = hello[5..]
+            .chunks(100)
+            .flat_map(|c| [&[22, 3, 3][..], &(c.len() as u16).to_be_bytes(), c].concat())
+            .collect();
+        let (_, mut server) = pair(false);
+        let (plain, _) = deliver(&mut server, &reframed[..3 * 105 + 20], 1 << 20);
+        assert!(plain.is_empty() && server.unread_len() > 0);
+        let sent = server.send(&[IoSlice::new(b"too early")], 9, |s| Ok(s.iter().map(|s| s.len()).sum())).unwrap();
+        assert_eq!(sent.taken, 0);
+        server.close_notify();
+        // The rest arrives: the handshake goes on.
+        deliver(&mut server, &reframed[3 * 105 + 20..], 1 << 20);
+        assert!(!drain(&mut server).is_empty(), "the server answers the ClientHello");
+        // A failure in that state (a record of another kind between two
+        // pieces of one handshake message): an error, and no panic.
+        let (_, mut failing) = pair(false);
+        let mut input = reframed[..3 * 105].to_vec();
+        input.extend_from_slice(&[23, 3, 3, 0, 2, 0, 0]);
+        let mut buf = vec![0u8; 1 << 16];
+        let kept = failing.take_unread(&mut buf);
+        buf[kept..kept + input.len()].copy_from_slice(&input);
+        let failed = failing.open(&mut buf[..kept + input.len()], |_| Ok::<(), ()>(()));
+        assert!(matches!(failed, Err(TlsEnd::Tls(_))), "{failed:?}");
     }
 
     #[test]

@@ -560,11 +560,7 @@ impl Client {
             return Step::Keep;
         }
         loop {
-            let read = match self.tls.as_deref_mut() {
-                None => (&self.stream).read(&mut cx.rx),
-                Some(tls) => tls.read(&self.stream, &mut cx.rx),
-            };
-            match read {
+            match read_socket(&self.stream, &mut self.tls, &mut cx.rx) {
                 Ok(0) => {
                     return self.fail(OpenFailure::Closed, "server closed the connection before answering".into(), cx)
                 }
@@ -708,11 +704,7 @@ impl Client {
     #[inline]
     fn read_input(&mut self, read_closed: bool, cx: &mut Context) -> Result<(), End> {
         loop {
-            let read = match self.tls.as_deref_mut() {
-                None => (&self.stream).read(&mut cx.rx),
-                Some(tls) => tls.read(&self.stream, &mut cx.rx),
-            };
-            let n = match read {
+            let n = match read_socket(&self.stream, &mut self.tls, &mut cx.rx) {
                 Ok(0) => return Err(End::Eof),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -1043,6 +1035,17 @@ impl Client {
                 Err(e) => return Err(End::Io(e)),
             }
         }
+    }
+}
+
+/// One `read` of the socket into `rx`: how many bytes of `rx` to parse
+/// (for TLS, records after the end of one kept from the last read; see
+/// [`TlsStream::read`]).
+#[inline]
+fn read_socket(stream: &TcpStream, tls: &mut Option<Box<TlsStream>>, rx: &mut [u8]) -> io::Result<usize> {
+    match tls {
+        None => (&*stream).read(rx),
+        Some(tls) => tls.read(stream, rx),
     }
 }
 

@@ -169,10 +169,12 @@ impl Ctx<'_> {
         let end = start + data.len();
         if self.input.start <= start && end <= self.input.end {
             let range = start - self.input.start..end - self.input.start;
-            match self.header_room.take() {
-                Some((at, room)) if at == range.start => self.cork.push_framed(kind, range, room),
-                other => {
-                    self.header_room = other;
+            match self.header_room {
+                Some((at, room)) if at == range.start => {
+                    self.header_room = None;
+                    self.cork.push_framed(kind, range, room);
+                }
+                _ => {
                     self.cork.push_header(kind, data.len());
                     self.cork.push_input(range);
                 }

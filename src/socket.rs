@@ -264,7 +264,7 @@ impl Socket {
     }
 
     /// [`Transport::send`] through TLS: the plaintext sealed into records
-    /// and written with one `writev` per two records, behind the records
+    /// and written with one `send` per batch of up to two records, behind the records
     /// already waiting ([`Records::send`]). What the socket does not take
     /// of a batch is kept encrypted, and no more is sealed until it has
     /// gone: the rest of the output waits in the connection's queue,

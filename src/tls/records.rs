@@ -40,6 +40,7 @@ use rustls::{
 };
 
 use super::TlsFailure;
+use crate::sys::retry_interrupted;
 
 /// rustls' unbuffered connection, of either side: the one call that
 /// differs between them.
@@ -186,9 +187,8 @@ impl<C: Side> Records<C> {
         records: &mut [u8],
         mut plain: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<Opened, TlsEnd<E>> {
-        let mut at = 0;
-        let mut plaintext = 0;
-        while !self.peer_closed {
+        let (mut at, mut plaintext, mut waiting) = (0, 0, false);
+        while !self.peer_closed && !waiting {
             let UnbufferedStatus { mut discard, state } = self.conn.process(&mut records[at..]);
             match state {
                 Ok(ConnectionState::ReadTraffic(mut traffic)) => {
@@ -205,10 +205,7 @@ impl<C: Side> Records<C> {
                 Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => self.peer_closed = true,
                 // Nothing more to do before more records arrive (what is left
                 // of `records` is the start of one), or we write.
-                Ok(ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_)) => {
-                    at += discard;
-                    break;
-                }
+                Ok(ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_)) => waiting = true,
                 // Early data is never accepted (rustls' server default), and
                 // any state a later rustls adds is not expected here.
                 Ok(_) => {
@@ -345,13 +342,10 @@ impl<C: Side> Records<C> {
             (false, true) => &both[..1],
             (false, false) => &both[..],
         };
-        let n = loop {
-            match write(slices) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        let n = match retry_interrupted(|| write(slices)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
         };
         let waiting = waiting.len();
         if n < waiting {
@@ -382,7 +376,7 @@ pub struct Sent {
 
 /// Plaintext sealed per write: two full records. What the writer does not
 /// take of them is all a connection keeps encrypted.
-pub const SEAL_CHUNK: usize = 32 << 10;
+const SEAL_CHUNK: usize = 32 << 10;
 
 /// The loop's room for sealing records: a loop is one thread and serves one
 /// connection at a time, so one room serves all its TLS connections and

@@ -306,7 +306,7 @@ impl<C: Side> Records<C> {
     /// and writes them with `write` (one gathered write of the slices it is
     /// given, as `writev`), behind the records already waiting (so that the
     /// tickets that follow a handshake leave with the first answer). The
-    /// plaintext goes [`SEAL_CHUNK`] at a time, sealed in the loop's room
+    /// plaintext goes 32 KiB at a time, sealed in the loop's room
     /// for records; what `write` does not take of a batch is kept, encrypted,
     /// and no more is sealed until it has gone: the rest of the caller's
     /// output waits in its own queue, unencrypted.

@@ -5,9 +5,10 @@
 # message in flight each, binary payloads of 512 B, 1 KiB, 8 KiB and 16 KiB;
 # the median of RUNS runs is reported.
 #
-# Prints one table (msgs/s, ratio to wsloop, how busy each core was, CPU time
-# per message on each side, p50/p99 round trip) and writes every run to
-# target/bench-echo/results.json. "Core busy" comes from /proc/stat and
+# Prints one table (msgs/s; the ratio to wsloop, of the median rates and,
+# per round, the median and range of the ratios within each round; how busy
+# each core was, CPU time per message on each side, p50/p99 round trip) and
+# writes every run to target/bench-echo/results.json. "Core busy" comes from /proc/stat and
 # includes softirq time (much of loopback TCP's work), which per-process
 # accounting misses; it is the figure that says whether a side was saturated.
 # Exits 1 (after the table) if any loadgen run failed.
@@ -90,8 +91,16 @@ order = os.environ.get("SERVERS", "wsloop minimal fastwebsockets tokio-tungsteni
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"\nEcho, {reports[0]['settings']['connections']} connections, 1 in flight each, binary; server on CPU 0, "
       f"loadgen on CPU 1; median of {runs} runs ({datetime.date.today()}, {os.cpu_count()} x {cpu})\n")
-print("| payload | server | msgs/s | vs wsloop | server core busy | loadgen core busy | server us/msg | p50 us | p99 us | errors |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| payload | server | msgs/s | vs wsloop | per round vs wsloop | server core busy | loadgen core busy | server us/msg | p50 us | p99 us | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+def per_round(size, server):
+    """The median and range of this server's rate over wsloop's in the same
+    round: the servers take turns within a round, so a ratio taken within
+    one cancels the machine's slow drifts, which the median rates do not."""
+    mine = {r["bench"]["run"]: r["messages"]["per_s"] for r in rows.get((size, server), [])}
+    ours = {r["bench"]["run"]: r["messages"]["per_s"] for r in rows.get((size, "wsloop"), [])}
+    ratios = sorted(mine[k] / ours[k] for k in mine if ours.get(k))
+    return (statistics.median(ratios), ratios[0], ratios[-1]) if ratios else None
 warnings = []
 for size in sorted({k[0] for k in rows}):
     base = None
@@ -101,15 +110,18 @@ for size in sorted({k[0] for k in rows}):
         rate = median["messages"]["per_s"]
         base = rate if server == "wsloop" else base
         ratio = f"{rate / base:.2f}x" if base else "-"
+        paired = per_round(size, server)
+        paired_text = f"{paired[0]:.3f}x ({paired[1]:.2f} to {paired[2]:.2f})" if paired else "-"
         errors = sum(r["errors"]["total"] for r in runs_)
         b = median["bench"]
         score, lcore = b["server_core_busy"], b["loadgen_core_busy"]
         # CPU 0 time per message: the server and the kernel work it caused (softirq included).
         us_per_msg = score / rate * 1e6
         lat = median["latency_us"]
-        print(f"| {size} B | {server} | {rate:,.0f} | {ratio} | {score:.0%} | {lcore:.0%} | {us_per_msg:.2f} | "
+        print(f"| {size} B | {server} | {rate:,.0f} | {ratio} | {paired_text} | {score:.0%} | {lcore:.0%} | {us_per_msg:.2f} | "
               f"{lat['p50']:.0f} | {lat['p99']:.0f} | {errors} |")
         summary.append({"size": size, "server": server, "msgs_per_s": rate, "vs_wsloop": rate / base if base else None,
+                        "per_round_vs_wsloop": paired and {"median": paired[0], "min": paired[1], "max": paired[2]},
                         "server_core_busy": score, "loadgen_core_busy": lcore, "server_process_cpu": b["server_cpu"],
                         "server_us_per_msg": us_per_msg, "loadgen_us_per_msg": median["cpu"]["per_message_us"],
                         "p50_us": lat["p50"], "p99_us": lat["p99"],

@@ -67,6 +67,8 @@ if grep -nE '\|[[:space:]]*(head|grep[[:space:]]+(-[a-zA-Z]*q|--quiet))\b' scrip
 fi
 
 run ok limits scripts/limits.sh 100 || true
+run fail build-base-usage scripts/build-base.sh || true
+run fail build-base-unknown scripts/build-base.sh no-such-commit || true
 run fail limits-impossible scripts/limits.sh 100000000 || true
 
 if [ "$(nproc)" -lt 2 ]; then
@@ -75,6 +77,7 @@ else
   run ok bench-echo SERVERS=wsloop RUNS=1 SIZES=512 DURATION=1s WARMUP=0 CONNECTIONS=20 scripts/bench-echo.sh &&
     shows bench-echo "Model name:" && shows bench-echo "| 512 B | wsloop |"
   run fail bench-echo-unknown SERVERS=no-such-server RUNS=1 SIZES=512 DURATION=1s scripts/bench-echo.sh || true
+  run fail bench-echo-no-base WSLOOP_BASE= SERVERS=wsloop-base RUNS=1 SIZES=512 DURATION=1s scripts/bench-echo.sh || true
   run ok bench-handshake SERVERS=wsloop RUNS=1 DURATION=1s WARMUP=0 CONNECTIONS=8 scripts/bench-handshake.sh &&
     shows bench-handshake "Model name:" && shows bench-handshake "| wsloop |"
   run ok bench-latency SERVERS=wsloop RUNS=1 RATES=1k DURATION=1s WARMUP=0 CONNECTIONS=20 STALL_SECONDS=1 \

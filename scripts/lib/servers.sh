@@ -7,6 +7,8 @@
 #   wsloop-no-latency             the same with --no-latency (what latency recording costs)
 #   wsloop-broadcast              the same with --mode broadcast (rooms by path, what the broadcast peers do)
 #   wsloop-tls                    wsloop on wss://, with the test certificate from test_tls_files
+#   wsloop-base                   the wsloop binary at $WSLOOP_BASE (built from another commit, for
+#                                 an A/B run in one script: `scripts/build-base.sh COMMIT` prints it)
 #   minimal                       peers/: the hand-rolled frame-echo ceiling (one mio loop)
 #   fastwebsockets                peers/: fastwebsockets on a tokio current_thread runtime
 #   tokio-tungstenite-4k          peers/: tokio-tungstenite, 4 KiB read buffer
@@ -29,7 +31,7 @@ TLS_DIR=${TLS_DIR:-$ROOT/target/test-tls}
 # is_peer NAME: whether server NAME comes from the peers/ crate.
 is_peer() {
   case "$1" in
-    wsloop | wsloop-no-latency | wsloop-broadcast | wsloop-tls) return 1 ;;
+    wsloop | wsloop-no-latency | wsloop-broadcast | wsloop-tls | wsloop-base) return 1 ;;
     *) return 0 ;;
   esac
 }
@@ -102,6 +104,12 @@ server_command() {
   case "$1" in
     wsloop) echo "$ROOT/target/release/wsloop --listen 127.0.0.1:0 --max-connections 100000 --stats-interval 0" ;;
     wsloop-no-latency) echo "$(server_command wsloop) --no-latency" ;;
+    wsloop-base)
+      [ -x "${WSLOOP_BASE:-}" ] || { echo "wsloop-base: set WSLOOP_BASE to a wsloop binary (scripts/build-base.sh COMMIT)" >&2; return 1; }
+      local current
+      current=$(server_command wsloop)
+      echo "$WSLOOP_BASE ${current#* }"
+      ;;
     wsloop-broadcast) echo "$(server_command wsloop) --mode broadcast" ;;
     wsloop-tls)
       test_tls_files || return 1

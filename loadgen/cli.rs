@@ -231,7 +231,7 @@ pub struct Cli {
 
     /// Broadcast mode: rooms to spread the connections over (connection i joins room i mod R).
     /// With 1 the room is the URL's path; with more, room i is the path followed by
-    /// /r plus i (ws://h/ gives /r0, /r1, ...; ws://h/chat gives /chat/r0, ...), query kept [default: 1].
+    /// `/r<i>` (ws://h/ gives /r0, /r1, ...; ws://h/chat gives /chat/r0, ...), query kept [default: 1].
     #[arg(long, env = "LOADGEN_ROOMS", value_parser = parse_positive_count)]
     pub rooms: Option<u64>,
 

@@ -334,9 +334,12 @@ impl<S: SampleSink> Driver<S> {
             layout: settings.layout,
             message_timeout_ns: settings.message_timeout.as_nanos() as u64,
             connect_timeout_ns: settings.connect_timeout.as_nanos() as u64,
-            frame: match settings.mode {
-                Mode::Idle => FrameTemplate::ping(random_mask(u32::MAX, now)),
-                _ => FrameTemplate::data(&payload, settings.encoding, random_mask(u32::MAX, now)),
+            frame: {
+                let mask = random_mask(u32::MAX, now);
+                match settings.mode {
+                    Mode::Idle => FrameTemplate::ping(mask),
+                    _ => FrameTemplate::data(&payload, settings.encoding, mask),
+                }
             },
             payload,
             requests: common.requests.clone(),

@@ -46,7 +46,10 @@ use rustls::{
     CipherSuite, ClientConfig, DigitallySignedStruct, HandshakeKind, NamedGroup, RootCertStore, SignatureScheme,
 };
 pub use wsloop::tls::records::TlsEnd;
-use wsloop::tls::records::{Records, Sent};
+use wsloop::{
+    sys::retry_interrupted,
+    tls::records::{Records, Sent},
+};
 
 /// The one application protocol offered (ALPN): a WebSocket starts as HTTP/1.1.
 const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
@@ -353,16 +356,13 @@ impl TlsStream {
     #[inline]
     pub fn read(&mut self, stream: &TcpStream, rx: &mut [u8]) -> io::Result<usize> {
         let kept = self.records.take_unread(rx);
-        loop {
-            match (&*stream).read(&mut rx[kept..]) {
-                // Whatever was kept is the start of a record that never came.
-                Ok(0) => return Ok(0),
-                Ok(n) => return Ok(kept + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.records.keep_unread(&rx[..kept]);
-                    return Err(e);
-                }
+        match retry_interrupted(|| (&*stream).read(&mut rx[kept..])) {
+            // Whatever was kept is the start of a record that never came.
+            Ok(0) => Ok(0),
+            Ok(n) => Ok(kept + n),
+            Err(e) => {
+                self.records.keep_unread(&rx[..kept]);
+                Err(e)
             }
         }
     }

@@ -169,22 +169,16 @@ impl Ctx<'_> {
         let end = start + data.len();
         if self.input.start <= start && end <= self.input.end {
             let range = start - self.input.start..end - self.input.start;
-            match self.header_room {
-                Some((at, room)) if at == range.start => {
-                    self.header_room = None;
-                    self.cork.push_framed(kind, range, room);
-                }
-                _ => {
-                    self.cork.push_header(kind, data.len());
-                    self.cork.push_input(range);
-                }
-            }
-        } else if let Some(bytes) = self.assembled.filter(|b| contains(b, start, end)) {
-            self.cork.push_header(kind, data.len());
-            self.cork.push_shared(bytes.slice_ref(data));
+            // The room before the message's payload, to its first send that
+            // starts there; none otherwise (the header goes on its own).
+            let room = self.header_room.take_if(|(at, _)| *at == range.start).map_or(0, |(_, room)| room);
+            self.cork.push_framed(kind, range, room);
         } else {
             self.cork.push_header(kind, data.len());
-            self.cork.push_scratch(|s| s.extend_from_slice(data));
+            match self.assembled.filter(|b| contains(b, start, end)) {
+                Some(bytes) => self.cork.push_shared(bytes.slice_ref(data)),
+                None => self.cork.push_scratch(|s| s.extend_from_slice(data)),
+            }
         }
         self.metrics.count_sent(kind, data.len());
     }

@@ -208,6 +208,7 @@ impl Cork {
     /// as one slice, a `send` rather than a `writev` of two. A client's
     /// header is always 4 bytes longer than ours (its masking key), so there
     /// is room unless its header was cut by the end of the previous read.
+    /// With too little `room` (0: none) the header is a segment of its own.
     #[inline]
     pub fn push_framed(&mut self, kind: Kind, range: Range<usize>, room: usize) {
         let header = self.header(kind, range.len());

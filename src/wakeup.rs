@@ -477,23 +477,9 @@ mod tests {
         Config,
     };
 
-    /// A client's frame: final, masked.
+    /// A client's final frame of `opcode`, masked.
     fn client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-        let mut frame = vec![0x80 | opcode];
-        match payload.len() {
-            n @ 0..=125 => frame.push(0x80 | n as u8),
-            n @ 126..=0xffff => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        frame
+        writer::client_frame(0x80 | opcode, payload, mask)
     }
 
     /// The server's frame of `kind` for a payload: final, unmasked.
